@@ -1,0 +1,181 @@
+"""One way to run a real engine as a local process: start, wait until it answers, stop.
+
+Used by the pytest fixtures (temp dirs, free ports, session scope) and by `make dev` (state in
+`.dev/`, detached, pid files so `make down` can stop it). Every wait is bounded; a failure is one
+line naming the engine, the reason and the path of its log.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+CACHE_DIR = Path(
+    os.environ.get("EXCHANGE_CACHE")
+    or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "exchange"
+)
+BIN_DIR = CACHE_DIR / "bin"
+REPO_ROOT = Path(__file__).resolve().parents[3]
+
+
+class EngineError(RuntimeError):
+    """An engine could not be installed, started or reached. The message is one line."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port that is free right now (the kernel picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
+    """True when something accepts TCP connections on host:port."""
+    with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
+        return True
+    return False
+
+
+def require_binary(path: Path, installer: str) -> Path:
+    """Fail with a one-line hint when an engine binary is not installed yet."""
+    if not path.exists():
+        raise EngineError(f"{path} is missing; run `bash hack/install/{installer}` (or `make engines`)")
+    return path
+
+
+@dataclass
+class EngineProcess:
+    """A started (or startable) engine process.
+
+    `ready` is a probe returning True once the engine answers; `start()` polls it until
+    `timeout` seconds pass or the process dies, then raises EngineError.
+    """
+
+    name: str
+    argv: Sequence[str]
+    workdir: Path
+    ready: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+    timeout: float = 60.0
+    detach: bool = False
+    """Detached processes outlive the caller (make dev); their pid goes to `<workdir>/<name>.pid`."""
+    proc: subprocess.Popen[bytes] | None = None
+    ready_seconds: float = 0.0
+    """Seconds from spawn until the readiness probe first answered."""
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"{self.name}.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.workdir / f"{self.name}.pid"
+
+    def start(self) -> EngineProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **self.env}
+        started = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(  # noqa: S603 - argv built by the project
+                list(self.argv),
+                cwd=self.workdir,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self.pid_path.write_text(str(self.proc.pid))
+        deadline = started + self.timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise EngineError(
+                    f"{self.name} exited with code {self.proc.returncode} while starting; "
+                    f"log: {self.log_path}"
+                )
+            with contextlib.suppress(Exception):
+                if self.ready():
+                    self.ready_seconds = time.monotonic() - started
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise EngineError(f"{self.name} not ready after {self.timeout:.0f}s; log: {self.log_path}")
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise EngineError(f"{self.name} was never started")
+        return self.proc.pid
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the engine's process group leader (Linux /proc)."""
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        return 0
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM the process group, then SIGKILL after `timeout` seconds."""
+        if self.proc is None:
+            return
+        stop_pid(self.proc.pid, timeout)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(timeout=1)
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_path.unlink()
+
+    def kill(self) -> None:
+        """SIGKILL the process group at once (crash tests)."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def tail_log(self, lines: int = 80) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return f"(no log at {self.log_path})"
+
+
+def stop_pid(pid: int, timeout: float = 15.0) -> bool:
+    """Stop a process group started by EngineProcess; True when it was running."""
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        # Reap our own child if it is one; ignore when it is not.
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    return True
+
+
+def run(argv: Sequence[str], *, what: str, timeout: float = 120.0, **kw: object) -> str:
+    """Run a short setup command (initdb, storage format); one-line EngineError on failure."""
+    try:
+        out = subprocess.run(  # noqa: S603
+            list(argv), capture_output=True, text=True, timeout=timeout, check=False, **kw  # type: ignore[call-overload]
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise EngineError(f"{what}: timed out after {timeout:.0f}s") from exc
+    if out.returncode != 0:
+        last = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise EngineError(f"{what}: exit {out.returncode}: {last[0]}")
+    return str(out.stdout)
