@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 CACHE_DIR = Path(
-    os.environ.get("EXCHANGE_CACHE")
-    or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "exchange"
+    os.environ.get("EXCHANGE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "exchange"
 )
 BIN_DIR = CACHE_DIR / "bin"
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -83,7 +82,7 @@ class EngineProcess:
         env = {**os.environ, **self.env}
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(  # noqa: S603 - argv built by the project
+            self.proc = subprocess.Popen(
                 list(self.argv),
                 cwd=self.workdir,
                 env=env,
@@ -97,8 +96,7 @@ class EngineProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise EngineError(
-                    f"{self.name} exited with code {self.proc.returncode} while starting; "
-                    f"log: {self.log_path}"
+                    f"{self.name} exited with code {self.proc.returncode} while starting; log: {self.log_path}"
                 )
             with contextlib.suppress(Exception):
                 if self.ready():
@@ -170,8 +168,13 @@ def stop_pid(pid: int, timeout: float = 15.0) -> bool:
 def run(argv: Sequence[str], *, what: str, timeout: float = 120.0, **kw: object) -> str:
     """Run a short setup command (initdb, storage format); one-line EngineError on failure."""
     try:
-        out = subprocess.run(  # noqa: S603
-            list(argv), capture_output=True, text=True, timeout=timeout, check=False, **kw  # type: ignore[call-overload]
+        out = subprocess.run(
+            list(argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+            **kw,  # type: ignore[call-overload]
         )
     except subprocess.TimeoutExpired as exc:
         raise EngineError(f"{what}: timed out after {timeout:.0f}s") from exc

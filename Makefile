@@ -1,0 +1,63 @@
+# Exchange — developer commands. `make help` lists them.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV := .venv
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/hack:$(PYTHONPATH)
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+.PHONY: deps
+deps: ## install uv (pinned, cached) and sync .venv to requirements.lock
+	@bash hack/install/python.sh
+
+.PHONY: lock
+lock: ## re-resolve requirements.lock from pyproject.toml
+	@bash hack/lock.sh
+
+.PHONY: engines
+engines: ## install every engine (Postgres, Kafka, s3proxy, etcd, kube-apiserver, kubectl, helm) into the cache
+	@bash hack/install/all.sh
+
+.PHONY: lint
+lint: deps ## ruff, mypy and the import-linter boundaries
+	$(VENV)/bin/ruff check services operator hack tests
+	$(VENV)/bin/ruff format --check services operator hack tests
+	$(VENV)/bin/mypy services operator hack
+	$(VENV)/bin/lint-imports
+
+.PHONY: unit
+unit: deps ## unit tests (no processes)
+	$(PY) -m pytest tests/unit -q
+
+.PHONY: integration
+integration: deps engines ## integration tests against the real engines
+	$(PY) -m pytest tests/integration -q
+
+.PHONY: test
+test: deps engines lint ## what CI runs: install everything, lint, unit and integration tests
+	$(PY) -m pytest tests/unit tests/integration -q
+
+.PHONY: dev
+dev: deps engines ## start the engines and every service locally (state and logs in .dev/)
+	@$(PY) -m exchange_devtools dev-up
+
+.PHONY: down
+down: ## stop everything `make dev` started
+	@$(PY) -m exchange_devtools dev-down
+
+.PHONY: kube-up
+kube-up: deps engines ## start etcd + kube-apiserver locally and write .dev/kubeconfig
+	@$(PY) -m exchange_devtools kube-up
+
+.PHONY: kube-down
+kube-down: ## stop the local control plane
+	@$(PY) -m exchange_devtools kube-down
+
+.PHONY: engines-report
+engines-report: deps engines ## time-to-ready and idle RSS of each engine
+	@$(PY) -m exchange_devtools engines-report

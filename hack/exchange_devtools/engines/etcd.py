@@ -1,0 +1,103 @@
+"""etcd as a local process: the storage of the local kube-apiserver.
+
+`EtcdServer(workdir).start()` picks free client and peer ports on 127.0.0.1, keeps its data in
+`<workdir>/etcd-data` and answers once `GET /health` says healthy. Installed by
+`hack/install/etcd.sh`.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from exchange_devtools.engines.base import BIN_DIR, EngineError, EngineProcess, free_port, require_binary
+
+ETCD_BIN = BIN_DIR / "etcd"
+PORT_ATTEMPTS = 3
+"""A free port can be taken between `free_port()` and the bind: retry with new ports."""
+
+
+def etcd_healthy(client_url: str, timeout: float = 1.0) -> bool:
+    """True when etcd at `client_url` reports itself healthy."""
+    with urllib.request.urlopen(f"{client_url}/health", timeout=timeout) as resp:
+        return bool(resp.status == 200 and json.loads(resp.read()).get("health") == "true")
+
+
+@dataclass
+class EtcdServer:
+    """One single-member etcd cluster on loopback."""
+
+    workdir: Path
+    name: str = "etcd"
+    client_port: int = 0
+    """0 = pick a free port at start."""
+    peer_port: int = 0
+    fast: bool = True
+    """`--unsafe-no-fsync`: for throwaway test data only (what controller-runtime's envtest does)."""
+    timeout: float = 60.0
+    engine: EngineProcess = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.engine = EngineProcess(
+            name=self.name, argv=[], workdir=self.workdir, ready=self._ready, timeout=self.timeout
+        )
+
+    @property
+    def client_url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "etcd-data"
+
+    def _ready(self) -> bool:
+        return etcd_healthy(self.client_url)
+
+    def argv(self) -> list[str]:
+        argv = [
+            str(ETCD_BIN),
+            "--name=default",
+            f"--data-dir={self.data_dir}",
+            f"--listen-client-urls={self.client_url}",
+            f"--advertise-client-urls={self.client_url}",
+            f"--listen-peer-urls={self.peer_url}",
+            f"--initial-advertise-peer-urls={self.peer_url}",
+            f"--initial-cluster=default={self.peer_url}",
+            "--initial-cluster-state=new",
+            "--log-level=warn",
+        ]
+        if self.fast:
+            argv.append("--unsafe-no-fsync")
+        return argv
+
+    def start(self) -> EtcdServer:
+        require_binary(ETCD_BIN, "etcd.sh")
+        fixed = bool(self.client_port and self.peer_port)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            if not fixed:
+                self.client_port, self.peer_port = _two_free_ports()
+            self.engine.argv = self.argv()
+            try:
+                self.engine.start()
+                return self
+            except EngineError:
+                if fixed or attempt == PORT_ATTEMPTS or "address already in use" not in self.engine.tail_log():
+                    raise
+        raise EngineError(f"{self.name}: no free ports after {PORT_ATTEMPTS} attempts")  # pragma: no cover
+
+    def stop(self) -> None:
+        self.engine.stop()
+
+
+def _two_free_ports() -> tuple[int, int]:
+    first = free_port()
+    second = free_port()
+    while second == first:
+        second = free_port()
+    return first, second

@@ -1,0 +1,56 @@
+"""Loaders for `contracts/`: the single source of truth the running code is checked against.
+
+In a checkout the directory is the repo's `contracts/`; in the image it ships inside the package
+(`exchange/_contracts`); `EXCHANGE_CONTRACTS_DIR` overrides both.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.protocols import Validator
+
+from exchange.core.errors import ConfigError
+
+
+@functools.cache
+def contracts_dir() -> Path:
+    env = os.environ.get("EXCHANGE_CONTRACTS_DIR")
+    here = Path(__file__).resolve()
+    candidates = [Path(env)] if env else []
+    candidates += [here.parents[1] / "_contracts", here.parents[3] / "contracts"]
+    for path in candidates:
+        if (path / "api").is_dir() or (path / "events").is_dir():
+            return path
+    raise ConfigError("contracts directory not found; set EXCHANGE_CONTRACTS_DIR")
+
+
+@functools.cache
+def load_document(relative: str) -> Any:
+    """Parse a contract file (YAML or JSON) relative to contracts/."""
+    path = contracts_dir() / relative
+    text = path.read_bytes()
+    return orjson.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+
+
+@functools.cache
+def event_validator(name: str) -> Validator:
+    """A JSON Schema 2020-12 validator for `contracts/events/<name>.json` (format checks on)."""
+    schema = load_document(f"events/{name}.json")
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def error_pointers(validator: Validator, instance: Any, limit: int = 20) -> list[dict[str, str]]:
+    """JSON pointers and failing keywords of `instance`, never the offending values."""
+    out = []
+    for err in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))[:limit]:
+        pointer = "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in err.absolute_path)
+        out.append({"pointer": pointer, "reason": str(err.validator)})
+    return out

@@ -1,0 +1,238 @@
+"""The FastAPI app factory every service uses.
+
+`create_service_app()` gives: RFC 9457 problem+json for every error (no stack traces, no input
+values), an `X-Correlation-ID` accepted or generated and returned, request metrics by route
+template, `/healthz` (process), `/readyz` (the service's dependency checks) and `/metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from structlog.contextvars import bind_contextvars, reset_contextvars
+
+from exchange.core.errors import PayloadTooLarge, ProblemError, cap
+from exchange.core.logging import (
+    CORRELATION_HEADER,
+    current_correlation_id,
+    get_logger,
+    new_correlation_id,
+    valid_correlation_id,
+)
+from exchange.core.metrics import HttpMetrics
+
+PROBLEM_JSON = "application/problem+json"
+ReadinessCheck = Callable[[], Awaitable[None]]
+log = get_logger(__name__)
+
+_STATUS_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    title: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    instance: str | None = None,
+) -> JSONResponse:
+    """An application/problem+json response carrying the current correlation id."""
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title or _STATUS_TITLES.get(status, "Error"),
+        "status": status,
+        "detail": cap(detail),
+    }
+    if instance:
+        body["instance"] = instance
+    cid = current_correlation_id()
+    if cid:
+        body["correlation_id"] = cid
+    if extra:
+        body.update(extra)
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}), media_type=PROBLEM_JSON)
+
+
+def schema_errors(exc: RequestValidationError) -> list[dict[str, str]]:
+    """Turn FastAPI's validation errors into JSON pointers + reasons, dropping input values."""
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p not in ("body",)]
+        out.append({"pointer": "/" + "/".join(loc), "reason": str(err.get("type", "invalid"))})
+    return out
+
+
+class ContextMiddleware:
+    """Pure ASGI middleware: correlation id in and out, log context, request metrics."""
+
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = None
+        for key, value in scope.get("headers", ()):
+            if key == b"x-correlation-id":
+                incoming = value.decode("latin-1")
+                break
+        cid = valid_correlation_id(incoming) or new_correlation_id()
+        tokens = bind_contextvars(correlation_id=cid)
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_header(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-correlation-id", cid.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_header)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "GET")
+            self.metrics.requests.labels(template, method, str(status)).inc()
+            self.metrics.latency.labels(template, method).observe(time.perf_counter() - started)
+            reset_contextvars(**tokens)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ProblemError)
+    async def _problem(request: Request, exc: ProblemError) -> JSONResponse:
+        return problem_response(
+            exc.status,
+            exc.detail,
+            title=exc.title,
+            headers=exc.headers,
+            extra=exc.extra,
+            instance=request.url.path,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return problem_response(
+            422,
+            "the request does not match the contract",
+            extra={"errors": schema_errors(exc)},
+            instance=request.url.path,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else _STATUS_TITLES.get(exc.status_code, "Error")
+        return problem_response(exc.status_code, detail, headers=exc.headers, instance=request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        # Only the class name is logged: exception text may echo input.
+        log.error("unhandled_error", error_class=type(exc).__name__, path=request.url.path)
+        return problem_response(500, "internal error", instance=request.url.path)
+
+
+def create_service_app(
+    name: str,
+    *,
+    version: str = "1.0.0",
+    readiness: Mapping[str, ReadinessCheck] | None = None,
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None = None,
+    registry: CollectorRegistry | None = None,
+    readiness_timeout: float = 2.0,
+    **fastapi_kwargs: Any,
+) -> FastAPI:
+    """Build a service app with the platform's middleware, error handling and probes.
+
+    `readiness` maps a dependency name to an async check that raises when it is unreachable;
+    checks may also be added later through `app.state.readiness`.
+    """
+    registry = registry or CollectorRegistry()
+    app = FastAPI(title=name, version=version, lifespan=lifespan, **fastapi_kwargs)
+    app.state.registry = registry
+    app.state.readiness = dict(readiness or {})
+    app.add_middleware(ContextMiddleware, metrics=HttpMetrics(registry))
+    _install_error_handlers(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        checks: dict[str, ReadinessCheck] = app.state.readiness
+        results: dict[str, str] = {}
+
+        async def run(check_name: str, check: ReadinessCheck) -> None:
+            try:
+                await asyncio.wait_for(check(), timeout=readiness_timeout)
+                results[check_name] = "ok"
+            except Exception as exc:  # any failure means not ready
+                results[check_name] = f"unavailable ({type(exc).__name__})"
+
+        await asyncio.gather(*(run(n, c) for n, c in checks.items()))
+        ready = all(v == "ok" for v in results.values())
+        if ready:
+            return JSONResponse({"status": "ready", "checks": results})
+        return problem_response(
+            503, "dependencies unavailable", extra={"checks": results}, headers={"Retry-After": "5"}
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+async def read_body_limited(request: Request, limit: int) -> bytes:
+    """Read the request body, refusing with 413 past `limit` bytes (header or streamed)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"body exceeds {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"body exceeds {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+__all__ = [
+    "CORRELATION_HEADER",
+    "PROBLEM_JSON",
+    "ReadinessCheck",
+    "create_service_app",
+    "problem_response",
+    "read_body_limited",
+]

@@ -1,0 +1,167 @@
+"""Typed settings from the environment (12-factor), one class per concern.
+
+Every class derives from `ExchangeSettings`, which reads `ENV` and refuses placeholder secrets
+(`changeme`, `password`, `dev`, …, or an empty value) unless `ENV=local`. A service composes the
+concerns it needs; each field's description says what it is and why.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from exchange.core.errors import ConfigError
+
+PLACEHOLDER_SECRETS = frozenset(
+    {
+        "",
+        "changeme",
+        "change-me",
+        "change_me",
+        "secret",
+        "password",
+        "dev",
+        "test",
+        "placeholder",
+        "example",
+        "minioadmin",
+        "admin",
+        "postgres",
+        "xxx",
+        "todo",
+    }
+)
+
+
+class Environment(StrEnum):
+    """Where the process runs. Only `local` relaxes the secret and auth checks."""
+
+    LOCAL = "local"
+    TEST = "test"
+    STAGING = "staging"
+    PRODUCTION = "production"
+
+
+class ExchangeSettings(BaseSettings):
+    """Base of every settings class: the environment and the placeholder-secret guard."""
+
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False, populate_by_name=True)
+
+    env: Environment = Field(
+        Environment.PRODUCTION,
+        alias="ENV",
+        description="Deployment environment; defaults to the strictest so a forgotten ENV is safe.",
+    )
+
+    @property
+    def is_local(self) -> bool:
+        return self.env is Environment.LOCAL
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> ExchangeSettings:
+        if self.is_local:
+            return self
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                secret = value.get_secret_value()
+                if name.endswith("_url"):
+                    secret = urlsplit(secret).password or ""
+                    if not secret:
+                        continue
+                if secret.strip().lower() in PLACEHOLDER_SECRETS:
+                    raise ValueError(f"{name.upper()} holds a placeholder secret; set a real one (ENV={self.env})")
+        return self
+
+
+T = TypeVar("T", bound=ExchangeSettings)
+
+
+def load(cls: type[T], **overrides: Any) -> T:
+    """Build settings, turning pydantic's validation error into a one-line ConfigError.
+
+    The error names the variables, never their values.
+    """
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        reasons = "; ".join(
+            (f"{'.'.join(str(p) for p in err['loc']).upper()}: " if err["loc"] else "")
+            + str(err["msg"]).removeprefix("Value error, ")
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings for {cls.__name__}: {reasons}") from None
+
+
+class ServiceSettings(ExchangeSettings):
+    """Process-level settings every service shares."""
+
+    log_level: str = Field("INFO", alias="LOG_LEVEL", description="Root log level.")
+    log_json: bool = Field(True, alias="LOG_JSON", description="JSON logs (false: console renderer).")
+    host: str = Field("127.0.0.1", alias="HOST", description="Address the HTTP server binds to.")
+    port: int = Field(8080, alias="PORT", description="Port the HTTP server binds to.")
+
+
+class DatabaseSettings(ExchangeSettings):
+    """Postgres connection (asyncpg pool)."""
+
+    database_url: SecretStr = Field(alias="DATABASE_URL", description="postgresql:// DSN of this service's role.")
+    db_pool_min: int = Field(1, alias="DB_POOL_MIN", description="Connections kept open.")
+    db_pool_max: int = Field(10, alias="DB_POOL_MAX", description="Upper bound of pooled connections.")
+    db_command_timeout: float = Field(10.0, alias="DB_COMMAND_TIMEOUT", description="Seconds per statement.")
+
+
+class S3Settings(ExchangeSettings):
+    """S3-compatible object storage (raw zone)."""
+
+    s3_endpoint_url: str | None = Field(None, alias="S3_ENDPOINT_URL", description="Endpoint; unset means AWS.")
+    s3_region: str = Field("us-east-1", alias="S3_REGION", description="Region used to sign requests.")
+    s3_access_key_id: SecretStr = Field(alias="S3_ACCESS_KEY_ID", description="Access key id.")
+    s3_secret_access_key: SecretStr = Field(alias="S3_SECRET_ACCESS_KEY", description="Secret access key.")
+    s3_bucket_raw: str = Field("exchange-raw", alias="S3_BUCKET_RAW", description="Bucket of the raw zone.")
+    s3_timeout: float = Field(5.0, alias="S3_TIMEOUT", description="Connect/read timeout in seconds.")
+
+
+class KafkaSettings(ExchangeSettings):
+    """Kafka-protocol brokers (Apache Kafka locally, Redpanda in the cluster)."""
+
+    kafka_bootstrap_servers: str = Field(alias="KAFKA_BOOTSTRAP_SERVERS", description="host:port[,host:port].")
+    kafka_client_id: str = Field("exchange", alias="KAFKA_CLIENT_ID", description="Client id sent to brokers.")
+    kafka_security_protocol: str = Field(
+        "PLAINTEXT", alias="KAFKA_SECURITY_PROTOCOL", description="PLAINTEXT|SSL|SASL_SSL."
+    )
+    kafka_sasl_mechanism: str | None = Field(None, alias="KAFKA_SASL_MECHANISM", description="e.g. SCRAM-SHA-512.")
+    kafka_sasl_username: str | None = Field(None, alias="KAFKA_SASL_USERNAME", description="SASL user.")
+    kafka_sasl_password: SecretStr | None = Field(None, alias="KAFKA_SASL_PASSWORD", description="SASL password.")
+
+
+class AuthSettings(ExchangeSettings):
+    """JWT verification (keys from a JWKS URL). `Bearer dev` works only when ENV=local."""
+
+    jwt_issuer: str | None = Field(None, alias="JWT_ISSUER", description="Required `iss` claim.")
+    jwt_audience: str | None = Field(None, alias="JWT_AUDIENCE", description="Required `aud` claim.")
+    jwks_url: str | None = Field(None, alias="JWKS_URL", description="Where signing keys are fetched.")
+    jwt_algorithms: list[str] = Field(
+        ["RS256", "ES256", "PS256", "EdDSA"],
+        alias="JWT_ALGORITHMS",
+        description="Allow-listed asymmetric algorithms; HS* and none are never accepted.",
+    )
+    jwt_leeway_seconds: int = Field(30, alias="JWT_LEEWAY_SECONDS", description="Clock skew allowed on exp/nbf.")
+    jwt_tenant_claim: str = Field(
+        "tenant", alias="JWT_TENANT_CLAIM", description="Claim naming the tenant; falls back to `sub`."
+    )
+    jwks_cache_seconds: int = Field(300, alias="JWKS_CACHE_SECONDS", description="How long fetched keys are reused.")
+    dev_tenant: str = Field("dev", alias="DEV_TENANT", description="Tenant of `Bearer dev` (local only).")
+
+    @model_validator(mode="after")
+    def _jwt_complete_outside_local(self) -> AuthSettings:
+        if not self.is_local and not (self.jwt_issuer and self.jwt_audience and self.jwks_url):
+            raise ValueError("JWT_ISSUER, JWT_AUDIENCE and JWKS_URL are required unless ENV=local")
+        bad = [a for a in self.jwt_algorithms if a.upper().startswith("HS") or a.lower() == "none"]
+        if bad:
+            raise ValueError(f"JWT_ALGORITHMS must be asymmetric; refused {bad}")
+        return self

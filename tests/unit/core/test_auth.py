@@ -1,0 +1,129 @@
+"""The JWT verifier against a real local JWKS endpoint: every attack is a 401."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from exchange.core.auth import JWKSCache, JWTVerifier
+from exchange.core.errors import ConfigError, Unauthorized
+from exchange.core.settings import AuthSettings, load
+
+
+@pytest.fixture
+def verifier(jwks_server, monkeypatch):
+    for key, value in jwks_server.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ENV", "production")
+    settings = load(AuthSettings)
+    return JWTVerifier(settings, JWKSCache(jwks_server.jwks_url, min_refetch_seconds=0))
+
+
+async def test_a_valid_rs256_token_gives_tenant_and_scopes(verifier, jwks_server):
+    principal = await verifier.verify(f"Bearer {jwks_server.token()}")
+    assert principal.tenant == "acme"
+    assert principal.subject == "client-acme"
+    assert principal.has_scope("ingest:write")
+    assert not principal.is_dev
+
+
+async def test_a_valid_es256_token_is_accepted(verifier, jwks_server):
+    principal = await verifier.verify(f"Bearer {jwks_server.token(alg='ES256', tenant='beta')}")
+    assert principal.tenant == "beta"
+
+
+async def test_tenant_falls_back_to_sub(verifier, jwks_server):
+    principal = await verifier.verify(f"Bearer {jwks_server.token(tenant=None, sub='partner-9')}")
+    assert principal.tenant == "partner-9"
+
+
+async def test_scp_list_is_read_as_scopes(verifier, jwks_server):
+    principal = await verifier.verify(f"Bearer {jwks_server.token(scope=None, scp=['query:read'])}")
+    assert principal.scopes == frozenset({"query:read"})
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda i: i.alg_none_token(), "algorithm not allowed"),
+        (lambda i: i.hs_confusion_token(), "algorithm not allowed"),
+        (lambda i: i.token(iss="https://evil.test"), "issuer"),
+        (lambda i: i.token(aud="someone-else"), "audience"),
+        (lambda i: i.token(exp=int(time.time()) - 3600), "expired"),
+        (lambda i: i.bad_signature_token(), "rejected"),
+        (lambda i: i.token(kid="nope"), "unknown signing key"),
+        (lambda i: i.token(exp=None), "rejected"),
+        (lambda i: "not-a-jwt", "malformed"),
+    ],
+    ids=["alg-none", "hs-rs-confusion", "wrong-iss", "wrong-aud", "expired", "bad-signature",
+         "unknown-kid", "no-exp", "garbage"],
+)
+async def test_each_attack_is_unauthorized(verifier, jwks_server, make, reason):
+    with pytest.raises(Unauthorized) as err:
+        await verifier.verify(f"Bearer {make(jwks_server)}")
+    assert reason in err.value.detail
+    assert err.value.status == 401
+
+
+async def test_expiry_within_leeway_is_accepted(verifier, jwks_server):
+    token = jwks_server.token(exp=int(time.time()) - 5)
+    assert (await verifier.verify(f"Bearer {token}")).tenant == "acme"
+
+
+async def test_an_es256_header_on_an_rsa_key_is_refused(verifier, jwks_server):
+    # ES256 header but pointing at the RSA kid: key type must match the algorithm.
+    token = jwks_server.token(alg="ES256", kid=jwks_server.rsa_kid)
+    with pytest.raises(Unauthorized, match="key type"):
+        await verifier.verify(f"Bearer {token}")
+
+
+async def test_dev_bearer_is_refused_outside_local(verifier):
+    with pytest.raises(Unauthorized, match="outside ENV=local"):
+        await verifier.verify("Bearer dev")
+
+
+async def test_dev_bearer_is_accepted_when_local(monkeypatch):
+    monkeypatch.setenv("ENV", "local")
+    verifier = JWTVerifier(load(AuthSettings))
+    principal = await verifier.verify("Bearer dev")
+    assert principal.is_dev and principal.tenant == "dev"
+
+
+@pytest.mark.parametrize("header", [None, "", "Basic abc", "Bearer ", "Token x"])
+async def test_missing_or_non_bearer_credentials_are_unauthorized(verifier, header):
+    with pytest.raises(Unauthorized):
+        await verifier.verify(header)
+
+
+async def test_unknown_kid_refetches_the_jwks_once(verifier, jwks_server):
+    await verifier.verify(f"Bearer {jwks_server.token()}")
+    before = jwks_server.fetches
+    with pytest.raises(Unauthorized):
+        await verifier.verify(f"Bearer {jwks_server.token(kid='rotated-away')}")
+    assert jwks_server.fetches == before + 1
+
+
+async def test_cached_keys_are_reused(verifier, jwks_server):
+    await verifier.verify(f"Bearer {jwks_server.token()}")
+    before = jwks_server.fetches
+    for _ in range(5):
+        await verifier.verify(f"Bearer {jwks_server.token()}")
+    assert jwks_server.fetches == before
+
+
+def test_symmetric_algorithms_cannot_be_allow_listed(monkeypatch, jwks_server):
+    for key, value in jwks_server.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("ENV", "production")
+    monkeypatch.setenv("JWT_ALGORITHMS", '["RS256","HS256"]')
+    with pytest.raises(ConfigError, match="asymmetric"):
+        load(AuthSettings)
+
+
+def test_jwt_settings_are_required_outside_local(monkeypatch):
+    monkeypatch.setenv("ENV", "production")
+    for key in ("JWT_ISSUER", "JWT_AUDIENCE", "JWKS_URL"):
+        monkeypatch.delenv(key, raising=False)
+    with pytest.raises(ConfigError, match="JWKS_URL"):
+        load(AuthSettings)
