@@ -40,6 +40,7 @@ for pkg in client-go/pkg/version component-base/version; do
     "-X" "k8s.io/$pkg.gitMajor=1"
     "-X" "k8s.io/$pkg.gitMinor=$minor"
     "-X" "k8s.io/$pkg.gitTreeState=clean"
+    "-X" "k8s.io/$pkg.gitCommit="
     "-X" "k8s.io/$pkg.buildDate=1970-01-01T00:00:00Z"
   )
 done

@@ -62,13 +62,13 @@ class EtcdServer:
     def argv(self) -> list[str]:
         argv = [
             str(ETCD_BIN),
-            "--name=default",
+            "--name=exchange-local",
             f"--data-dir={self.data_dir}",
             f"--listen-client-urls={self.client_url}",
             f"--advertise-client-urls={self.client_url}",
             f"--listen-peer-urls={self.peer_url}",
             f"--initial-advertise-peer-urls={self.peer_url}",
-            f"--initial-cluster=default={self.peer_url}",
+            f"--initial-cluster=exchange-local={self.peer_url}",
             "--initial-cluster-state=new",
             "--log-level=warn",
         ]

@@ -1,3 +1,138 @@
+"""`exchange`: the one CLI for people — serve a service, migrate, tokenize a CSV, bulk-ingest.
+
+This module is the composition root: it names services by import path and loads them lazily,
+so the services never import each other and `exchange --help` starts fast. Every failure prints
+one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from collections.abc import Callable
+from enum import StrEnum
+from typing import Annotated, Any
+
 import typer
 
-app = typer.Typer()
+from exchange.core.errors import ConfigError, ExchangeError
+
+app = typer.Typer(
+    name="exchange", help="Exchange: secure healthcare data exchange.", no_args_is_help=True,
+    pretty_exceptions_enable=False, add_completion=False,
+)
+
+
+class Component(StrEnum):
+    ingest = "ingest"
+    query = "query"
+    tokenizer = "tokenizer"
+    normalizer = "normalizer"
+    relay = "relay"
+
+
+# HTTP services: ASGI app factory and default port.
+HTTP_SERVICES: dict[str, tuple[str, int]] = {
+    "ingest": ("exchange.ingest.app:create_app", 8080),
+    "query": ("exchange.query.app:create_app", 8081),
+    "tokenizer": ("exchange.tokenizer.app:create_app", 8082),
+}
+# Workers: an `async def run()` each.
+WORKERS: dict[str, str] = {
+    "relay": "exchange.ingest.relay:run_from_env",
+    "normalizer": "exchange.normalizer.worker:run_from_env",
+}
+# Schema migrations, applied in this order by `exchange migrate`.
+MIGRATIONS: list[str] = ["exchange.ingest.migrations:upgrade_from_env", "exchange.normalizer.migrations:upgrade_from_env"]
+
+
+def resolve(target: str, *, optional: bool = False) -> Callable[..., Any] | None:
+    """Import `module:attribute`; a component not built yet is a one-line ConfigError."""
+    module_name, _, attr = target.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if optional and exc.name and module_name.startswith(exc.name):
+            return None
+        raise ConfigError(f"{module_name} is not available: {exc.name} missing") from exc
+    fn: Callable[..., Any] = getattr(module, attr)
+    return fn
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code)
+
+
+@app.command()
+def serve(
+    component: Annotated[Component, typer.Argument(help="What to run.")],
+    host: Annotated[str | None, typer.Option(envvar="HOST", help="Bind address (HTTP services).")] = None,
+    port: Annotated[int | None, typer.Option(envvar="PORT", help="Port (HTTP services).")] = None,
+    workers: Annotated[int, typer.Option(envvar="WEB_CONCURRENCY", help="Server processes.")] = 1,
+) -> None:
+    """Run one service (HTTP: ingest, query, tokenizer) or worker (relay, normalizer)."""
+    from exchange.core.logging import configure_logging
+    from exchange.core.settings import ServiceSettings, load
+
+    try:
+        settings = load(ServiceSettings)
+        configure_logging(component.value, settings.log_level, settings.log_json)
+        if component.value in WORKERS:
+            runner = resolve(WORKERS[component.value])
+            assert runner is not None
+            asyncio.run(runner())
+            return
+        factory, default_port = HTTP_SERVICES[component.value]
+        resolve(factory)  # fail fast with one line if the service is not built
+        import uvicorn
+
+        uvicorn.run(
+            factory, factory=True, host=host or settings.host, port=port or default_port, workers=workers,
+            log_config=None, access_log=False, server_header=False, loop="uvloop", http="httptools",
+        )
+    except ExchangeError as exc:
+        raise fail(str(exc)) from None
+
+
+@app.command()
+def migrate() -> None:
+    """Apply every service's database migrations (idempotent)."""
+    try:
+        for target in MIGRATIONS:
+            upgrade = resolve(target, optional=True)
+            if upgrade is not None:
+                result = upgrade()
+                if asyncio.iscoroutine(result):
+                    asyncio.run(result)
+                typer.echo(f"migrated: {target.split(':')[0]}")
+    except ExchangeError as exc:
+        raise fail(str(exc)) from None
+
+
+def _register_optional(name: str, target: str, *, group: bool = False) -> None:
+    """Attach a sub-command or sub-app from a service package when it is present."""
+    found = resolve(target, optional=True)
+    if found is None:
+        return
+    if group:
+        app.add_typer(found, name=name)  # type: ignore[arg-type]
+    else:
+        app.command(name)(found)
+
+
+_register_optional("tokenize", "exchange.cli.tokenize:tokenize_command")
+_register_optional("ingest", "exchange.cli.ingest:app", group=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except ExchangeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

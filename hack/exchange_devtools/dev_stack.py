@@ -1,0 +1,209 @@
+"""`make dev` / `make down`: the engines and every service that exists, as local processes.
+
+State, logs and pid files live in `.dev/` of the repo. `up` is safe to run twice: a running
+engine or service is reused (its connection details are kept in `.dev/<name>/env.json`).
+Services get their configuration from `.dev/env`, which this writes as shell exports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import secrets
+import shlex
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from exchange_devtools.engines.base import REPO_ROOT, EngineError, EngineProcess, port_open, run, stop_pid
+
+STATE = Path(os.environ.get("EXCHANGE_DEV_DIR", REPO_ROOT / ".dev"))
+TOPICS = ("record.ingested.v1", "record.ingested.v1.dlq", "record.normalized.v1")
+RAW_BUCKET = "exchange-raw"
+
+# name → (module that must exist, argv after `exchange`, HTTP port or None for workers)
+SERVICES: dict[str, tuple[str, list[str], int | None]] = {
+    "ingest": ("exchange.ingest.app", ["serve", "ingest"], 8080),
+    "query": ("exchange.query.app", ["serve", "query"], 8081),
+    "tokenizer": ("exchange.tokenizer.app", ["serve", "tokenizer"], 8082),
+    "relay": ("exchange.ingest.relay", ["serve", "relay"], None),
+    "normalizer": ("exchange.normalizer.worker", ["serve", "normalizer"], None),
+}
+
+
+def _alive(pid_file: Path) -> bool:
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _engine(name: str, build: Callable[[Path], Any]) -> dict[str, str]:
+    """Start an engine unless its pid file shows it running; return its env exports."""
+    workdir = STATE / name
+    env_file = workdir / "env.json"
+    if _alive(workdir / f"{name}.pid") and env_file.exists():
+        print(f"  {name:<10} already running")
+        env: dict[str, str] = json.loads(env_file.read_text())
+        return env
+    started = time.monotonic()
+    server = build(workdir)
+    server.start()
+    env = server.env()
+    env_file.write_text(json.dumps(env))
+    print(f"  {name:<10} ready in {time.monotonic() - started:4.1f}s  (log: {server.engine.log_path})")
+    return env
+
+
+def _start_engines() -> dict[str, str]:
+    from exchange_devtools.engines.kafka import kafka_server
+    from exchange_devtools.engines.postgres import postgres_server
+    from exchange_devtools.engines.s3 import s3_server
+
+    env: dict[str, str] = {}
+    env |= _engine("postgres", lambda d: postgres_server(d, detach=True))
+    env |= _engine("kafka", lambda d: kafka_server(d, detach=True, partitions=3))
+    env |= _engine("s3", lambda d: s3_server(d, detach=True))
+    return env
+
+
+async def _provision(env: dict[str, str]) -> None:
+    """Bucket and topics (idempotent)."""
+    from aiobotocore.session import get_session
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    session = get_session()
+    async with session.create_client(
+        "s3",
+        endpoint_url=env["S3_ENDPOINT_URL"],
+        region_name=env.get("S3_REGION", "us-east-1"),
+        aws_access_key_id=env["S3_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["S3_SECRET_ACCESS_KEY"],
+    ) as s3:
+        try:
+            await s3.head_bucket(Bucket=RAW_BUCKET)
+        except s3.exceptions.ClientError:
+            await s3.create_bucket(Bucket=RAW_BUCKET)
+    admin = AIOKafkaAdminClient(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [NewTopic(t, num_partitions=3, replication_factor=1) for t in TOPICS if t not in existing]
+        if missing:
+            await admin.create_topics(missing)
+    finally:
+        await admin.close()
+
+
+def _secret_file() -> Path:
+    path = STATE / "tokenization.secret"
+    if not path.exists():
+        path.write_text(secrets.token_hex(32))
+        path.chmod(0o600)
+    return path
+
+
+def _write_env(env: dict[str, str]) -> Path:
+    path = STATE / "env"
+    lines = [f"export {key}={shlex.quote(value)}" for key, value in sorted(env.items())]
+    path.write_text(
+        "# Written by `make dev`; `source .dev/env` to talk to the local stack.\n" + "\n".join(lines) + "\n"
+    )
+    return path
+
+
+def _exchange_bin() -> str:
+    return str(Path(sys.executable).with_name("exchange"))
+
+
+def _start_service(name: str, argv: list[str], port: int | None, env: dict[str, str]) -> str:
+    workdir = STATE / "services"
+    pid_file = workdir / f"{name}.pid"
+    url = f"http://127.0.0.1:{port}" if port else "worker"
+    if _alive(pid_file):
+        return f"  {name:<10} already running  {url}"
+    if port is not None and port_open(port):
+        raise EngineError(f"{name}: port {port} is already in use by another process; free it and rerun")
+
+    def ready() -> bool:
+        if port is None:
+            return True
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp:
+            return bool(resp.status == 200)
+
+    proc = EngineProcess(
+        name=name,
+        argv=[_exchange_bin(), *argv],
+        workdir=workdir,
+        ready=ready,
+        env={**env, "PORT": str(port or ""), "HOST": "127.0.0.1"},
+        timeout=60,
+        detach=True,
+    )
+    proc.start()
+    if port is None:
+        time.sleep(1.5)  # a worker that crashes on start does so at once
+        if proc.proc is not None and proc.proc.poll() is not None:
+            raise EngineError(f"{name} exited at start; log: {proc.log_path}")
+    return f"  {name:<10} {url}  (log: {proc.log_path})"
+
+
+def _exists(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def up(argv: list[str]) -> int:
+    STATE.mkdir(parents=True, exist_ok=True)
+    print("engines:")
+    env = _start_engines()
+    env |= {
+        "ENV": "local",
+        "LOG_JSON": "true",
+        "S3_BUCKET_RAW": RAW_BUCKET,
+        "TOKENIZATION_SECRET_FILE": str(_secret_file()),
+        "TOKENIZER_URL": "http://127.0.0.1:8082",
+        "INGEST_URL": "http://127.0.0.1:8080",
+        "QUERY_URL": "http://127.0.0.1:8081",
+    }
+    asyncio.run(_provision(env))
+    env_file = _write_env(env)
+    run([_exchange_bin(), "migrate"], what="exchange migrate", env={**os.environ, **env})
+    print("services:")
+    for name, (module, args, port) in SERVICES.items():
+        if not _exists(module):
+            print(f"  {name:<10} not built yet (no {module})")
+            continue
+        print(_start_service(name, args, port, env))
+    shown = env_file.relative_to(REPO_ROOT) if env_file.is_relative_to(REPO_ROOT) else env_file
+    print(f"\nenvironment: source {shown}")
+    print("stop with:   make down")
+    return 0
+
+
+def down(argv: list[str]) -> int:
+    if not STATE.exists():
+        print("nothing to stop")
+        return 0
+    stopped = []
+    # Services first, then engines, so nothing logs connection errors on the way down.
+    pid_files = sorted((STATE / "services").glob("*.pid")) + [
+        p for p in STATE.glob("*/*.pid") if p.parent.name != "services" and p.parent.name != "kube"
+    ]
+    for pid_file in pid_files:
+        with contextlib.suppress(ValueError, FileNotFoundError):
+            if stop_pid(int(pid_file.read_text().strip()), timeout=30):
+                stopped.append(pid_file.stem)
+            pid_file.unlink()
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    return 0

@@ -1,0 +1,198 @@
+"""An S3 server as a local process: s3proxy (Apache-2.0) with its filesystem backend.
+
+The self-contained jar comes from Maven Central (`hack/install/s3.sh` puts it at
+`$EXCHANGE_CACHE/s3proxy-<version>/s3proxy.jar`). Buckets are directories under `<workdir>/data`,
+so objects survive a restart; requests are path-style and signed (AWS SigV2 or SigV4) with the
+access key and secret below. Readiness is an S3 answer over HTTP (any status with an
+`x-amz-request-id` header: the anonymous probe gets 403 AccessDenied from a live server).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from exchange_devtools.engines.base import CACHE_DIR, EngineError, EngineProcess, free_port
+
+S3PROXY_VERSION = "3.0.0"  # keep equal to hack/install/s3.sh
+INSTALLER = "s3.sh"
+S3PROXY_JAR = CACHE_DIR / f"s3proxy-{S3PROXY_VERSION}" / "s3proxy.jar"
+DEFAULT_ACCESS_KEY = "exchange"
+DEFAULT_SECRET_KEY = "exchange-dev-secret"  # a local dev/test server on 127.0.0.1 only
+DEFAULT_REGION = "us-east-1"
+JVM_OPTS = (
+    "-Xms32m",
+    "-XX:+UseSerialGC",
+    "-XX:TieredStopAtLevel=1",
+    "-XX:+ExitOnOutOfMemoryError",
+    "-Djava.awt.headless=true",
+    # s3proxy's logback prints its own configuration status on every start otherwise.
+    "-Dlogback.statusListenerClass=ch.qos.logback.core.status.NopStatusListener",
+)
+
+
+def java_binary() -> str:
+    """`$JAVA_HOME/bin/java` or the java on PATH (Java 17+; the install script checks the version)."""
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    found = shutil.which("java")
+    if found is None:
+        raise EngineError(f"java (17+) is missing; run `bash hack/install/{INSTALLER}`")
+    return found
+
+
+def s3proxy_jar() -> Path:
+    if not S3PROXY_JAR.exists():
+        raise EngineError(f"{S3PROXY_JAR} is missing; run `bash hack/install/{INSTALLER}` (or `make engines`)")
+    return S3PROXY_JAR
+
+
+def s3_answers(host: str, port: int, timeout: float = 1.0) -> bool:
+    """True when an S3 server answers an HTTP request on host:port."""
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("GET", "/")
+        response = conn.getresponse()
+        response.read()
+        return response.getheader("x-amz-request-id") is not None
+    finally:
+        conn.close()
+
+
+@dataclass
+class S3Server:
+    """A local S3 endpoint; `engine` is the JVM running s3proxy."""
+
+    engine: EngineProcess
+    port: int
+    workdir: Path
+    access_key: str = DEFAULT_ACCESS_KEY
+    secret_key: str = DEFAULT_SECRET_KEY
+    region: str = DEFAULT_REGION
+    host: str = "127.0.0.1"
+
+    @property
+    def endpoint_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.workdir / "data"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "S3_ENDPOINT_URL": self.endpoint_url,
+            # The names exchange.core.settings.S3Settings reads.
+            "S3_ACCESS_KEY_ID": self.access_key,
+            "S3_SECRET_ACCESS_KEY": self.secret_key,
+            "S3_REGION": self.region,
+        }
+
+    def client_kwargs(self) -> dict[str, str]:
+        """Keyword arguments for `session.create_client("s3", **kwargs)` (boto3/aiobotocore)."""
+        return {
+            "endpoint_url": self.endpoint_url,
+            "aws_access_key_id": self.access_key,
+            "aws_secret_access_key": self.secret_key,
+            "region_name": self.region,
+        }
+
+    @property
+    def running(self) -> bool:
+        return self.engine.proc is not None and self.engine.proc.poll() is None
+
+    def start(self) -> S3Server:
+        self.engine.start()
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        self.engine.stop(timeout=timeout)
+
+    def kill(self) -> None:
+        self.engine.kill()
+
+    def restart(self) -> S3Server:
+        """Stop and start on the same port with the same data dir."""
+        self.stop()
+        return self.start()
+
+
+def _previous_port(path: Path) -> int | None:
+    with contextlib.suppress(ValueError, OSError):
+        port = int(path.read_text().strip())
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", port))
+        return port
+    return None
+
+
+def s3_server(
+    workdir: Path,
+    *,
+    port: int | None = None,
+    name: str = "s3",
+    access_key: str = DEFAULT_ACCESS_KEY,
+    secret_key: str = DEFAULT_SECRET_KEY,
+    region: str = DEFAULT_REGION,
+    heap: str = "256m",
+    timeout: float = 60.0,
+    detach: bool = False,
+) -> S3Server:
+    """Write the s3proxy config for `workdir` (data in `workdir/data`); the server is not started.
+
+    `port=None` picks a free port, or the one this workdir used last time when still free.
+    """
+    jar = s3proxy_jar()
+    java = java_binary()
+    workdir = Path(workdir).resolve()
+    data_dir = workdir / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    port_file = workdir / "port"
+    port = port or _previous_port(port_file) or free_port()
+    port_file.write_text(f"{port}\n")
+
+    config = workdir / "s3proxy.conf"
+    props = {
+        "s3proxy.endpoint": f"http://127.0.0.1:{port}",
+        "s3proxy.authorization": "aws-v2-or-v4",
+        "s3proxy.identity": access_key,
+        "s3proxy.credential": secret_key,
+        # Buckets are directories; object metadata lives in extended attributes.
+        "jclouds.provider": "filesystem-nio2",
+        "jclouds.filesystem.basedir": str(data_dir),
+        "jclouds.identity": access_key,
+        "jclouds.credential": secret_key,
+        "jclouds.region": region,
+    }
+    config.write_text(
+        "# Written by exchange_devtools.engines.s3; rewritten on every start.\n"
+        + "".join(f"{key}={value}\n" for key, value in props.items())
+    )
+    config.chmod(0o600)
+
+    def ready() -> bool:
+        return s3_answers("127.0.0.1", port)
+
+    engine = EngineProcess(
+        name=name,
+        argv=[java, f"-Xmx{heap}", *JVM_OPTS, "-jar", str(jar), "--properties", str(config)],
+        workdir=workdir,
+        ready=ready,
+        env={"LOG_LEVEL": "info"},
+        timeout=timeout,
+        detach=detach,
+    )
+    return S3Server(engine=engine, port=port, workdir=workdir, access_key=access_key,
+                    secret_key=secret_key, region=region)
+
+
+def start_s3(workdir: Path, **kwargs: Any) -> S3Server:
+    """Start s3proxy; returns once it answers HTTP."""
+    return s3_server(workdir, **kwargs).start()

@@ -1,0 +1,60 @@
+"""Settings of the ingest service and its outbox relay (environment variables, 12-factor)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from exchange.core.settings import AuthSettings, DatabaseSettings, KafkaSettings, S3Settings, ServiceSettings
+
+TOPIC = "record.ingested.v1"
+
+
+class IngestSettings(ServiceSettings, DatabaseSettings, S3Settings, KafkaSettings, AuthSettings):
+    """Everything `exchange serve ingest` and `exchange serve relay` read."""
+
+    ingest_max_body_bytes: int = Field(
+        1_048_576, alias="INGEST_MAX_BODY_BYTES", description="Largest single record accepted (413 beyond)."
+    )
+    ingest_max_bulk_bytes: int = Field(
+        64 * 1_048_576, alias="INGEST_MAX_BULK_BYTES", description="Largest NDJSON body accepted (413 beyond)."
+    )
+    ingest_max_bulk_lines: int = Field(
+        100_000, alias="INGEST_MAX_BULK_LINES", description="Most lines in one NDJSON body (413 beyond)."
+    )
+    ingest_idempotency_ttl_seconds: int = Field(
+        86_400, alias="INGEST_IDEMPOTENCY_TTL_SECONDS", description="How long a key is remembered (24 h default)."
+    )
+    ingest_idempotency_lock_seconds: int = Field(
+        60,
+        alias="INGEST_IDEMPOTENCY_LOCK_SECONDS",
+        description="After this long an in-flight key whose request crashed may be taken over.",
+    )
+    ingest_raw_prefix: str = Field("raw", alias="INGEST_RAW_PREFIX", description="Key prefix of raw objects.")
+    ingest_topic: str = Field(TOPIC, alias="INGEST_TOPIC", description="Topic the relay publishes to.")
+    ingest_topic_partitions: int = Field(
+        3, alias="INGEST_TOPIC_PARTITIONS", description="Partitions when the relay creates the topic."
+    )
+    ingest_migrate_on_start: bool | None = Field(
+        None,
+        alias="INGEST_MIGRATE_ON_START",
+        description="Apply migrations at start; unset means only when ENV=local (elsewhere `exchange migrate`).",
+    )
+    ingest_relay_in_process: bool = Field(
+        False,
+        alias="INGEST_RELAY_IN_PROCESS",
+        description="Run the outbox relay inside the ingest process (otherwise `exchange serve relay`).",
+    )
+    relay_batch_size: int = Field(500, alias="RELAY_BATCH_SIZE", description="Outbox rows published per batch.")
+    relay_poll_seconds: float = Field(
+        1.0, alias="RELAY_POLL_SECONDS", description="Poll interval; NOTIFY wakes the relay sooner."
+    )
+    relay_publish_timeout: float = Field(
+        15.0, alias="RELAY_PUBLISH_TIMEOUT", description="Seconds to wait for broker acks of one batch."
+    )
+    relay_metrics_port: int | None = Field(
+        None, alias="RELAY_METRICS_PORT", description="Serve /metrics of a standalone relay on this port."
+    )
+
+    @property
+    def migrate_on_start(self) -> bool:
+        return self.is_local if self.ingest_migrate_on_start is None else self.ingest_migrate_on_start
