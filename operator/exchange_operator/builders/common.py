@@ -123,4 +123,4 @@ def digest(value: Any, length: int = 10) -> str:
 
 def tmp_volume() -> tuple[dict[str, Any], dict[str, Any]]:
     """A writable /tmp for containers with a read-only root filesystem: (volume, mount)."""
-    return {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}, {"name": "tmp", "mountPath": "/tmp"}
+    return {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}}, {"name": "tmp", "mountPath": "/tmp"}  # noqa: S108 - a Pod-private emptyDir

@@ -124,4 +124,4 @@ def build_generated_secrets(
 
 def unchanged(current_data: Mapping[str, str] | None, desired: Manifest) -> bool:
     """True when the Secret already holds exactly the desired data (no write needed)."""
-    return dict(current_data or {}) == desired["data"]
+    return bool(dict(current_data or {}) == desired["data"])

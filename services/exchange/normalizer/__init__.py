@@ -1,0 +1,1 @@
+"""Normalizer: record.ingested.v1 → tokens → de-identified canonical model (issue: Normalizer)."""

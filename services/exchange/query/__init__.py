@@ -1,0 +1,1 @@
+"""Query: read-only GraphQL over the canonical model (issue: Query service)."""
