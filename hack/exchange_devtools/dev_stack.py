@@ -14,6 +14,7 @@ import json
 import os
 import secrets
 import shlex
+import signal
 import sys
 import time
 import urllib.request
@@ -191,6 +192,22 @@ def up(argv: list[str]) -> int:
     return 0
 
 
+def _interrupt_and_wait(pid: int, timeout: float) -> bool:
+    """SIGINT `pid` and wait for it to exit; True when it was running."""
+    try:
+        os.kill(pid, signal.SIGINT)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.1)
+    return True
+
+
 def down(argv: list[str]) -> int:
     if not STATE.exists():
         print("nothing to stop")
@@ -202,7 +219,13 @@ def down(argv: list[str]) -> int:
     ]
     for pid_file in pid_files:
         with contextlib.suppress(ValueError, FileNotFoundError):
-            if stop_pid(int(pid_file.read_text().strip()), timeout=30):
+            pid = int(pid_file.read_text().strip())
+            interrupted = False
+            if pid_file.stem == "postgres":
+                # SIGINT is Postgres' fast shutdown; its children leave the process group,
+                # so the postmaster must take them down before the group is signalled.
+                interrupted = _interrupt_and_wait(pid, timeout=20)
+            if stop_pid(pid, timeout=30) or interrupted:
                 stopped.append(pid_file.stem)
             pid_file.unlink()
     print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))

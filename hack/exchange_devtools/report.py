@@ -28,27 +28,48 @@ class Measurement:
     setup_s: float
     ready_s: float
     rss_mb: float
+    pss_mb: float
     endpoint: str
     error: str = ""
 
 
-def group_rss_bytes(pgid: int) -> int:
-    """Sum of VmRSS over every live process in process group `pgid` (Linux /proc)."""
-    total = 0
+def process_tree(root: int) -> list[int]:
+    """`root` and all its live descendants (PostgreSQL children leave the process group)."""
+    children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
-            # Field 5 (pgrp) follows the parenthesised command, which may contain spaces.
-            if int(stat.rsplit(")", 1)[1].split()[2]) != pgid:
-                continue
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
+            # Field 4 (ppid) follows the parenthesised command, which may contain spaces.
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except (OSError, ValueError, IndexError):
             continue
-    return total
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    return tree
+
+
+def _kib(path: Path, field: str) -> int:
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith(field):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def tree_memory_bytes(root: int) -> tuple[int, int]:
+    """(sum of RSS, sum of PSS) over `root` and its descendants; PSS splits shared pages fairly."""
+    rss = pss = 0
+    for pid in process_tree(root):
+        rss += _kib(Path(f"/proc/{pid}/status"), "VmRSS:")
+        pss += _kib(Path(f"/proc/{pid}/smaps_rollup"), "Pss:")
+    return rss * 1024, pss * 1024
 
 
 class _Server(Protocol):
@@ -98,25 +119,40 @@ def measure(name: str, workdir: Path, idle: float) -> Measurement:
     try:
         server, version, endpoint = BUILDERS[name](workdir)
     except EngineError as exc:
-        return Measurement(name, "-", 0.0, 0.0, 0.0, "-", error=str(exc))
+        return Measurement(name, "-", 0.0, 0.0, 0.0, 0.0, "-", error=str(exc))
     setup = time.monotonic() - started
     try:
         server.start()
         ready = server.engine.ready_seconds
         time.sleep(idle)
-        rss = group_rss_bytes(server.engine.pid) / (1024 * 1024)
+        rss, pss = tree_memory_bytes(server.engine.pid)
     except EngineError as exc:
-        return Measurement(name, version, setup, 0.0, 0.0, endpoint, error=str(exc))
+        return Measurement(name, version, setup, 0.0, 0.0, 0.0, endpoint, error=str(exc))
     finally:
         server.stop()
-    return Measurement(name, version, setup, ready, rss, endpoint)
+    return Measurement(name, version, setup, ready, rss / 2**20, pss / 2**20, endpoint)
 
 
 def render(rows: list[Measurement], idle: float) -> str:
-    header = ("engine", "version", "setup (s)", "ready (s)", f"idle RSS after {idle:g}s (MB)", "endpoint")
+    header = (
+        "engine",
+        "version",
+        "setup (s)",
+        "ready (s)",
+        f"idle RSS after {idle:g}s (MB)",
+        "idle PSS (MB)",
+        "endpoint",
+    )
     table = [header] + [
-        (m.engine, m.version, f"{m.setup_s:.2f}", f"{m.ready_s:.2f}" if not m.error else "FAILED",
-         f"{m.rss_mb:.0f}" if not m.error else "-", m.endpoint)
+        (
+            m.engine,
+            m.version,
+            f"{m.setup_s:.2f}",
+            f"{m.ready_s:.2f}" if not m.error else "FAILED",
+            f"{m.rss_mb:.0f}" if not m.error else "-",
+            f"{m.pss_mb:.0f}" if not m.error else "-",
+            m.endpoint,
+        )
         for m in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -128,8 +164,9 @@ def render(rows: list[Measurement], idle: float) -> str:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m exchange_devtools engines-report", description=__doc__)
-    parser.add_argument("engines", nargs="*", metavar="ENGINE",
-                        help=f"engines to measure: {', '.join(BUILDERS)} (default: all)")
+    parser.add_argument(
+        "engines", nargs="*", metavar="ENGINE", help=f"engines to measure: {', '.join(BUILDERS)} (default: all)"
+    )
     parser.add_argument("--idle", type=float, default=5.0, help="seconds to idle before reading RSS")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, data)")
     args = parser.parse_args(argv)
@@ -146,7 +183,8 @@ def main(argv: list[str]) -> int:
     print()
     print(render(rows, args.idle))
     print("\nsetup = initdb / storage format / config before the first start (not counted in ready);")
-    print("ready = spawn to the first real answer (pg_isready, Kafka Metadata, S3 HTTP); RSS = process group.")
+    print("ready = spawn to the first real answer (pg_isready, Kafka Metadata, S3 HTTP);")
+    print("RSS/PSS = summed over the engine process and its children (PSS shares shared pages fairly).")
     if args.keep:
         print(f"logs and data kept in {base}")
     else:

@@ -8,7 +8,7 @@
 # To bump: change ETCD_VERSION here and the require in hack/etcd/go.mod, then `go mod tidy`.
 # Idempotent: a second run with the same version does nothing.
 set -euo pipefail
-# shellcheck source=../lib.sh
+# shellcheck source=hack/lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib.sh"
 
 ETCD_VERSION="v3.6.16"

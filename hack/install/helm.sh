@@ -3,7 +3,7 @@
 # `go install pkg@version` uses helm's own go.mod and checks every module against the checksum
 # database, so the version pin is the whole lock. Idempotent: a second run does nothing.
 set -euo pipefail
-# shellcheck source=../lib.sh
+# shellcheck source=hack/lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib.sh"
 
 HELM_VERSION="v3.22.0"

@@ -4,7 +4,7 @@
 # config, into $EXCHANGE_CACHE/kafka-<version>/{libs,config}. Idempotent: a second run is a no-op.
 # Needs Java 17+ and Maven; installs them with apt-get when missing and we may.
 set -euo pipefail
-# shellcheck source=../lib.sh
+# shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 KAFKA_VERSION="4.1.1" # keep equal to <kafka.version> in hack/engines/kafka/pom.xml
@@ -62,4 +62,4 @@ rm -rf "$DEST"
 mv "$tmp" "$DEST"
 trap - EXIT
 write_stamp kafka "$STAMP"
-log "kafka $KAFKA_VERSION installed in $DEST ($(ls "$DEST/libs" | wc -l) jars, $((SECONDS - started))s)"
+log "kafka $KAFKA_VERSION installed in $DEST ($(find "$DEST/libs" -name "*.jar" | wc -l) jars, $((SECONDS - started))s)"

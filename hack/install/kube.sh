@@ -7,7 +7,7 @@
 # `require k8s.io/kubernetes` line and every `=> k8s.io/... v0.x` replace, then `go mod tidy`.
 # Idempotent: a second run with the same version does nothing.
 set -euo pipefail
-# shellcheck source=../lib.sh
+# shellcheck source=hack/lib.sh
 source "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/lib.sh"
 
 KUBE_VERSION="v1.34.4"

@@ -4,7 +4,7 @@
 # exchange_devtools.engines.postgres looks first. Clusters are created by the fixtures (initdb in a
 # temp dir, free port), never by this script. Idempotent: a second run is a no-op.
 set -euo pipefail
-# shellcheck source=../lib.sh
+# shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 # Supported majors, preferred first. Debian bookworm ships 15, trixie 17.

@@ -4,7 +4,7 @@
 # $EXCHANGE_CACHE/s3proxy-<version>/s3proxy.jar. Idempotent: a second run is a no-op.
 # Needs Java 17+ and Maven; installs them with apt-get when missing and we may.
 set -euo pipefail
-# shellcheck source=../lib.sh
+# shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/../lib.sh"
 
 S3PROXY_VERSION="3.0.0" # org.gaul:s3proxy, classifier jar-with-dependencies (Java 17 bytecode)

@@ -102,7 +102,9 @@ def _finish(node: dict[str, Any]) -> dict[str, Any]:
             del node["default"]  # an optional object stays absent unless the user sets it
     if isinstance(node.get("default"), dict) and "properties" in node:
         # Write `{}` when the fields' own defaults already produce the same object (readable CRD).
-        if implied_default({**node, "default": {}}) == node["default"]:
+        # Not where CEL rules sit: the API server checks a default against the rules as written.
+        full = implied_default({**node, "default": {}})
+        if full == node["default"] and "x-kubernetes-validations" not in node:
             node["default"] = {}
     if node.get("default") == []:
         del node["default"]  # absent and empty lists read the same

@@ -272,8 +272,15 @@ def kafka_server(
 
     classpath = str(home / "libs" / "*")
     log4j = home / "config" / "log4j2.properties"
-    jvm = [java, f"-Xmx{heap}", *JVM_OPTS, f"-Dlog4j2.configurationFile={log4j}",
-           f"-Dkafka.logs.dir={workdir / 'logs'}", "-cp", classpath]
+    jvm = [
+        java,
+        f"-Xmx{heap}",
+        *JVM_OPTS,
+        f"-Dlog4j2.configurationFile={log4j}",
+        f"-Dkafka.logs.dir={workdir / 'logs'}",
+        "-cp",
+        classpath,
+    ]
 
     cluster_id_file = workdir / "cluster.id"
     if formatted and cluster_id_file.exists():
@@ -283,8 +290,7 @@ def kafka_server(
     else:
         cluster_id = new_cluster_id()
         run(
-            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
-             "--ignore-formatted"],
+            [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config), "--ignore-formatted"],
             what=f"kafka: format {data_dir}",
             timeout=120,
             cwd=str(workdir),
@@ -303,8 +309,9 @@ def kafka_server(
         timeout=timeout,
         detach=detach,
     )
-    return KafkaServer(engine=engine, port=port, controller_port=controller_port, workdir=workdir,
-                       cluster_id=cluster_id)
+    return KafkaServer(
+        engine=engine, port=port, controller_port=controller_port, workdir=workdir, cluster_id=cluster_id
+    )
 
 
 def start_kafka(workdir: Path, **kwargs: Any) -> KafkaServer:

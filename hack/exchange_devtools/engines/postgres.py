@@ -127,8 +127,22 @@ class PostgresServer:
         self.engine.stop()  # reaps, or SIGTERM/SIGKILLs what is left of the process group
 
     def kill(self) -> None:
-        """Crash it (SIGKILL the whole process group); the next start runs crash recovery."""
+        """Crash it: SIGKILL the postmaster and its children; the next start runs crash recovery.
+
+        Each child calls setsid(), so killing the process group alone would leave backends
+        holding the shared memory, and the next start would refuse to run.
+        """
+        proc = self.engine.proc
+        if proc is None or proc.poll() is not None:
+            return
+        children = _children(proc.pid)
         self.engine.kill()
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in children):
+            time.sleep(0.05)
 
     def restart(self) -> PostgresServer:
         """Stop and start again on the same port with the same data dir."""
@@ -139,8 +153,19 @@ class PostgresServer:
         bindir = postgres_bindir()
         out = run(
             [
-                str(bindir / "psql"), "-X", "-A", "-t", "-h", self.host, "-p", str(self.port),
-                "-U", self.user, "-d", "postgres", "-c",
+                str(bindir / "psql"),
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                self.host,
+                "-p",
+                str(self.port),
+                "-U",
+                self.user,
+                "-d",
+                "postgres",
+                "-c",
                 f"SELECT 1 FROM pg_database WHERE datname = '{self.database}'",
             ],
             what="postgres: look up the database",
@@ -149,8 +174,14 @@ class PostgresServer:
         if out.strip() != "1":
             run(
                 [
-                    str(bindir / "createdb"), "-h", self.host, "-p", str(self.port),
-                    "-U", self.user, self.database,
+                    str(bindir / "createdb"),
+                    "-h",
+                    self.host,
+                    "-p",
+                    str(self.port),
+                    "-U",
+                    self.user,
+                    self.database,
                 ],
                 what=f"postgres: createdb {self.database}",
                 env={**os.environ, "PGPASSWORD": self.password},
@@ -233,13 +264,22 @@ def postgres_server(
         timeout=timeout,
         detach=detach,
     )
-    return PostgresServer(engine=engine, port=port, data_dir=data_dir, user=user, password=password,
-                          database=database)
+    return PostgresServer(engine=engine, port=port, data_dir=data_dir, user=user, password=password, database=database)
 
 
 def start_postgres(workdir: Path, **kwargs: Any) -> PostgresServer:
     """initdb (first time) and start; returns once it accepts connections and `database` exists."""
     return postgres_server(workdir, **kwargs).start()
+
+
+def _children(ppid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == ppid:
+                    found.append(int(entry.name))
+    return found
 
 
 def _bindable(port: int) -> bool:
@@ -275,10 +315,19 @@ def _initdb(
     try:
         run(
             [
-                *prefix, str(bindir / "initdb"), "-D", str(data_dir), "-U", user,
-                f"--pwfile={pwfile}", "--auth-local=trust",
+                *prefix,
+                str(bindir / "initdb"),
+                "-D",
+                str(data_dir),
+                "-U",
+                user,
+                f"--pwfile={pwfile}",
+                "--auth-local=trust",
                 f"--auth-host={'scram-sha-256' if password_auth else 'trust'}",
-                "--encoding=UTF8", "--locale=C", "--no-sync", "--no-instructions",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
             ],
             what=f"postgres: initdb {data_dir}",
             cwd=str(workdir),

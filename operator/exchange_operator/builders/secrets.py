@@ -85,9 +85,7 @@ def build_s3_secret(meta: Meta, existing: Mapping[str, str], generate: Generator
     return _secret(meta, s3_secret_name(meta), "minio", values)
 
 
-def build_tokenization_secret(
-    meta: Meta, existing: Mapping[str, str], generate: Generator = random_token
-) -> Manifest:
+def build_tokenization_secret(meta: Meta, existing: Mapping[str, str], generate: Generator = random_token) -> Manifest:
     """The tokenization secret (64 random characters); only the tokenizer mounts it."""
     values = keep_or_generate(existing, {TOKENIZATION_KEY: 64}, generate)
     return _secret(meta, tokenization_secret_name(meta), "tokenizer", values)
@@ -117,9 +115,7 @@ def build_generated_secrets(
         s3_secret_name(meta): build_s3_secret,
         tokenization_secret_name(meta): build_tokenization_secret,
     }
-    return [
-        builders[name](meta, decode(existing.get(name)), generate) for name in generated_secret_names(spec, meta)
-    ]
+    return [builders[name](meta, decode(existing.get(name)), generate) for name in generated_secret_names(spec, meta)]
 
 
 def unchanged(current_data: Mapping[str, str] | None, desired: Manifest) -> bool:

@@ -12,8 +12,7 @@ from exchange_devtools.engines.kafka import KafkaServer
 
 
 async def _produce(kafka: KafkaServer, topic: str, values: list[bytes]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all",
-                                enable_idempotence=True)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all", enable_idempotence=True)
     await producer.start()
     try:
         for i, value in enumerate(values):
@@ -24,8 +23,11 @@ async def _produce(kafka: KafkaServer, topic: str, values: list[bytes]) -> None:
 
 def _consumer(kafka: KafkaServer, topic: str, group: str) -> AIOKafkaConsumer:
     return AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka.bootstrap_servers, group_id=group,
-        enable_auto_commit=False, auto_offset_reset="earliest",
+        topic,
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
 
 

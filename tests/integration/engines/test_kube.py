@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 import ssl
 import subprocess
 import time
@@ -18,6 +19,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client import ApiClient, ApiException
 
+from exchange_devtools.engines.base import REPO_ROOT
 from exchange_devtools.engines.kube import KubeControlPlane
 
 GROUP = "engines.test.exchange.dev"
@@ -36,6 +38,11 @@ def eventually(probe: Callable[[], T | None], *, timeout: float = 30.0, what: st
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+def manifest(body: dict[str, Any]) -> Any:
+    """The client takes plain dict manifests; its stubs only name the model classes."""
+    return body
+
+
 def api_status(call: Callable[[], Any]) -> int:
     """HTTP status of an API call that is expected to fail."""
     with pytest.raises(ApiException) as excinfo:
@@ -47,7 +54,7 @@ def api_status(call: Callable[[], Any]) -> int:
 def namespace(kube_api_client: ApiClient) -> Iterator[str]:
     name = f"t-{uuid.uuid4().hex[:10]}"
     core = client.CoreV1Api(kube_api_client)
-    core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    core.create_namespace(manifest({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}))
     yield name
     # Without the namespace controller it stays Terminating; harmless for a throwaway etcd.
     core.delete_namespace(name)
@@ -58,49 +65,48 @@ def widget_crd(kube_api_client: ApiClient) -> Iterator[str]:
     """A namespaced CRD with a structural schema and a status subresource, Established."""
     ext = client.ApiextensionsV1Api(kube_api_client)
     name = f"{PLURAL}.{GROUP}"
-    ext.create_custom_resource_definition(
-        {
-            "apiVersion": "apiextensions.k8s.io/v1",
-            "kind": "CustomResourceDefinition",
-            "metadata": {"name": name},
-            "spec": {
-                "group": GROUP,
-                "scope": "Namespaced",
-                "names": {"plural": PLURAL, "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
-                "versions": [
-                    {
-                        "name": "v1",
-                        "served": True,
-                        "storage": True,
-                        "subresources": {"status": {}},
-                        "schema": {
-                            "openAPIV3Schema": {
-                                "type": "object",
-                                "properties": {
-                                    "spec": {
-                                        "type": "object",
-                                        "required": ["size"],
-                                        "properties": {
-                                            "size": {"type": "integer", "minimum": 1},
-                                            "color": {"type": "string", "enum": ["red", "blue"]},
-                                        },
-                                    },
-                                    "status": {
-                                        "type": "object",
-                                        "properties": {"phase": {"type": "string"}},
+    crd: dict[str, Any] = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": name},
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {"plural": PLURAL, "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "properties": {
+                                "spec": {
+                                    "type": "object",
+                                    "required": ["size"],
+                                    "properties": {
+                                        "size": {"type": "integer", "minimum": 1},
+                                        "color": {"type": "string", "enum": ["red", "blue"]},
                                     },
                                 },
-                            }
-                        },
-                    }
-                ],
-            },
-        }
-    )
+                                "status": {
+                                    "type": "object",
+                                    "properties": {"phase": {"type": "string"}},
+                                },
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    ext.create_custom_resource_definition(manifest(crd))
 
     def established() -> bool:
-        crd = ext.read_custom_resource_definition(name)
-        conditions = (crd.status.conditions if crd.status else None) or []
+        status = ext.read_custom_resource_definition(name).status
+        conditions = (status.conditions if status else None) or []
         return any(c.type == "Established" and c.status == "True" for c in conditions)
 
     eventually(established, what=f"CRD {name} Established")
@@ -112,8 +118,8 @@ def test_admin_is_system_masters_and_anonymous_is_forbidden(
     kube_apiserver: KubeControlPlane, kube_api_client: ApiClient
 ) -> None:
     assert kube_apiserver.server.startswith("https://127.0.0.1:")
-    who = client.AuthenticationV1Api(kube_api_client).create_self_subject_review(
-        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    who: Any = client.AuthenticationV1Api(kube_api_client).create_self_subject_review(
+        manifest({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
     )
     assert "system:masters" in (who.status.user_info.groups or [])
 
@@ -142,9 +148,7 @@ def test_crd_custom_object_lifecycle(kube_api_client: ApiClient, widget_crd: str
     # The structural schema is enforced by the API server.
     assert (
         api_status(
-            lambda: objects.create_namespaced_custom_object(
-                GROUP, "v1", namespace, PLURAL, widget("bad", {"size": 0})
-            )
+            lambda: objects.create_namespaced_custom_object(GROUP, "v1", namespace, PLURAL, widget("bad", {"size": 0}))
         )
         == 422
     )
@@ -203,19 +207,19 @@ def test_deployment_lifecycle_and_owner_references(kube_api_client: ApiClient, n
     apps = client.AppsV1Api(kube_api_client)
     core = client.CoreV1Api(kube_api_client)
 
-    created = apps.create_namespaced_deployment(namespace, deployment("web"))
+    created: Any = apps.create_namespaced_deployment(namespace, manifest(deployment("web")))
     assert created.metadata.uid
     assert created.spec.replicas == 1
 
     # An invalid object is rejected by validation (selector must match the template labels).
     broken = deployment("broken")
     broken["spec"]["selector"] = {"matchLabels": {"app": "other"}}
-    assert api_status(lambda: apps.create_namespaced_deployment(namespace, broken)) == 422
+    assert api_status(lambda: apps.create_namespaced_deployment(namespace, manifest(broken))) == 422
 
-    got = apps.read_namespaced_deployment("web", namespace)
+    got: Any = apps.read_namespaced_deployment("web", namespace)
     assert got.spec.template.spec.containers[0].image == "registry.invalid/app:1.0"
 
-    patched = apps.patch_namespaced_deployment(
+    patched: Any = apps.patch_namespaced_deployment(
         "web", namespace, {"metadata": {"labels": {"tier": "front"}}, "spec": {"replicas": 3}}
     )
     assert patched.spec.replicas == 3
@@ -223,25 +227,27 @@ def test_deployment_lifecycle_and_owner_references(kube_api_client: ApiClient, n
     assert patched.metadata.generation == 2
 
     # Owner references are stored as given; no garbage collector runs here to act on them.
-    owned = core.create_namespaced_config_map(
+    owned: Any = core.create_namespaced_config_map(
         namespace,
-        {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": "web-config",
-                "ownerReferences": [
-                    {
-                        "apiVersion": "apps/v1",
-                        "kind": "Deployment",
-                        "name": "web",
-                        "uid": created.metadata.uid,
-                        "controller": True,
-                    }
-                ],
-            },
-            "data": {"k": "v"},
-        },
+        manifest(
+            {
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": "web-config",
+                    "ownerReferences": [
+                        {
+                            "apiVersion": "apps/v1",
+                            "kind": "Deployment",
+                            "name": "web",
+                            "uid": created.metadata.uid,
+                            "controller": True,
+                        }
+                    ],
+                },
+                "data": {"k": "v"},
+            }
+        ),
     )
     (ref,) = owned.metadata.owner_references
     assert (ref.kind, ref.name, ref.uid, ref.controller) == ("Deployment", "web", created.metadata.uid, True)
@@ -257,13 +263,16 @@ def test_rbac_is_enforced_for_service_account_tokens(
     core = client.CoreV1Api(kube_api_client)
     rbac = client.RbacAuthorizationV1Api(kube_api_client)
     core.create_namespaced_service_account(
-        namespace, {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader"}}
+        namespace, manifest({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "reader"}})
     )
-    token = core.create_namespaced_service_account_token(
+    request: Any = core.create_namespaced_service_account_token(
         "reader",
         namespace,
-        {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 600}},
-    ).status.token
+        manifest(
+            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": 600}}
+        ),
+    )
+    token = request.status.token
     assert token
 
     cfg = client.Configuration(host=kube_apiserver.server)
@@ -272,31 +281,27 @@ def test_rbac_is_enforced_for_service_account_tokens(
     cfg.api_key_prefix = {"BearerToken": "Bearer"}
     with ApiClient(cfg) as sa_client:
         as_reader = client.CoreV1Api(sa_client)
-        who = client.AuthenticationV1Api(sa_client).create_self_subject_review(
-            {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+        who: Any = client.AuthenticationV1Api(sa_client).create_self_subject_review(
+            manifest({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
         )
         assert who.status.user_info.username == f"system:serviceaccount:{namespace}:reader"
         assert api_status(lambda: as_reader.list_namespaced_config_map(namespace)) == 403
 
-        rbac.create_namespaced_role(
-            namespace,
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "Role",
-                "metadata": {"name": "cm-reader"},
-                "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
-            },
-        )
-        rbac.create_namespaced_role_binding(
-            namespace,
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "RoleBinding",
-                "metadata": {"name": "cm-reader"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-reader"},
-                "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
-            },
-        )
+        role: dict[str, Any] = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": "cm-reader"},
+            "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list"]}],
+        }
+        binding: dict[str, Any] = {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "cm-reader"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "cm-reader"},
+            "subjects": [{"kind": "ServiceAccount", "name": "reader", "namespace": namespace}],
+        }
+        rbac.create_namespaced_role(namespace, manifest(role))
+        rbac.create_namespaced_role_binding(namespace, manifest(binding))
 
         def allowed() -> bool:
             try:
@@ -320,6 +325,9 @@ def test_kubectl_and_server_report_v1_34(kubectl_bin: Path, kubeconfig: Path) ->
         check=True,
     ).stdout
     versions = json.loads(out)
-    assert versions["clientVersion"]["gitVersion"].startswith("v1.34.")
+    pinned = re.search(r'^KUBE_VERSION="(.+)"$', (REPO_ROOT / "hack/install/kube.sh").read_text(), re.M)
+    assert pinned
+    assert pinned.group(1).startswith("v1.34.")
+    assert versions["clientVersion"]["gitVersion"] == pinned.group(1)
     assert versions["serverVersion"]["gitVersion"] == versions["clientVersion"]["gitVersion"]
     assert (versions["serverVersion"]["major"], versions["serverVersion"]["minor"]) == ("1", "34")

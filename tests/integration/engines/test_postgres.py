@@ -12,9 +12,7 @@ async def test_round_trip_through_asyncpg(postgres: PostgresServer) -> None:
     conn = await asyncpg.connect(postgres.dsn, timeout=10)
     try:
         await conn.execute("CREATE TABLE smoke_round_trip (id int PRIMARY KEY, name text NOT NULL)")
-        await conn.executemany(
-            "INSERT INTO smoke_round_trip (id, name) VALUES ($1, $2)", [(1, "one"), (2, "two")]
-        )
+        await conn.executemany("INSERT INTO smoke_round_trip (id, name) VALUES ($1, $2)", [(1, "one"), (2, "two")])
         rows = await conn.fetch("SELECT id, name FROM smoke_round_trip ORDER BY id")
         assert [tuple(r) for r in rows] == [(1, "one"), (2, "two")]
         assert await conn.fetchval("SHOW listen_addresses") == "127.0.0.1"

@@ -31,7 +31,10 @@ async def test_bucket_put_get_list_head(s3: S3Server) -> None:
     async with s3_client(s3) as client:
         await client.create_bucket(Bucket=bucket)
         await client.put_object(
-            Bucket=bucket, Key=key, Body=body, ContentType="application/fhir+json",
+            Bucket=bucket,
+            Key=key,
+            Body=body,
+            ContentType="application/fhir+json",
             Metadata={"sha256": hashlib.sha256(body).hexdigest()},
         )
         got = await client.get_object(Bucket=bucket, Key=key)

@@ -1,0 +1,166 @@
+"""kopf handlers: thin wiring from events to `reconcile`, and from its errors to kopf's retries.
+
+- create / update / resume: reconcile, prune, write status. Invalid spec -> PermanentError
+  (status Failed with the reason); missing referenced Secret -> TemporaryError(delay).
+- timer: re-apply and refresh status every `resync_seconds` (readiness changes, missed events).
+- child events: a child deleted or changed by another field manager -> the owner is reconciled
+  at once (drift repair), coalesced per pipeline.
+- delete (finalizer): PVC retention policy, then kopf removes the finalizer.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from exchange_operator import reconcile as rc
+from exchange_operator.apply import KubeApiError, KubeClient
+from exchange_operator.builders.common import MANAGED_BY
+from exchange_operator.settings import OperatorSettings
+from exchange_operator.spec import GROUP, KIND, PLURAL, VERSION, Phase
+from exchange_operator.status import problem_status
+
+SETTINGS = OperatorSettings.from_env()
+SERIALIZER = rc.Serializer()
+CHILD_RESOURCES = (
+    ("apps", "v1", "deployments"),
+    ("apps", "v1", "statefulsets"),
+    ("", "v1", "services"),
+    ("", "v1", "configmaps"),
+    ("", "v1", "secrets"),
+    ("networking.k8s.io", "v1", "ingresses"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
+    ("policy", "v1", "poddisruptionbudgets"),
+)
+"""Children watched for drift (Jobs are immutable and re-created by the next resync)."""
+API_RETRY_SECONDS = 5.0
+Log = logging.Logger | logging.LoggerAdapter[Any]
+DRIFT_FIELDS = frozenset({"f:spec", "f:data", "f:stringData", "f:type"})
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """In-cluster service account first, else $KUBECONFIG (read now, not at import time)."""
+    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    settings.persistence.finalizer = SETTINGS.finalizer
+    prefix = SETTINGS.annotations_prefix
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=prefix, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # Events for failures, not for every success
+    settings.peering.standalone = SETTINGS.standalone
+    memo.kube = KubeClient.from_environment(SETTINGS.request_timeout_seconds)
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    kube: KubeClient | None = getattr(memo, "kube", None)
+    if kube is not None:
+        await kube.close()
+
+
+async def _reconcile(kube: KubeClient, body: Mapping[str, Any], *, prune: bool, always: bool) -> dict[str, Any] | None:
+    uid = body["metadata"]["uid"]
+    return await SERIALIZER.run(uid, lambda: rc.reconcile(kube, SETTINGS, body, prune_children=prune), always=always)
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+async def reconcile_pipeline(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    """Reconcile a new or changed pipeline and write its status."""
+    generation = body.metadata.get("generation")
+    try:
+        status = await _reconcile(memo.kube, body, prune=True, always=True)
+    except rc.InvalidSpec as exc:
+        patch.status.update(problem_status(Phase.FAILED, "InvalidSpec", str(exc), generation, body.status))
+        raise kopf.PermanentError(f"invalid spec: {exc}") from None
+    except rc.MissingDependency as exc:
+        patch.status.update(problem_status(Phase.DEGRADED, "DependencyMissing", str(exc), generation, body.status))
+        raise kopf.TemporaryError(str(exc), delay=SETTINGS.dependency_retry_seconds) from None
+    except KubeApiError as exc:
+        raise kopf.TemporaryError(f"API server: {exc}", delay=API_RETRY_SECONDS) from exc
+    if status is not None:
+        patch.status.update(status)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds)
+async def resync_pipeline(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Log, **_: Any) -> None:
+    """Periodic drift repair and status refresh; problems are left to the change handlers."""
+    try:
+        status = await _reconcile(memo.kube, body, prune=False, always=True)
+    except (rc.InvalidSpec, rc.MissingDependency):
+        return
+    except KubeApiError as exc:
+        logger.warning("resync failed: %s", exc)
+        return
+    if status is not None:
+        patch.status.update(status)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def delete_pipeline(body: kopf.Body, memo: Any, logger: Log, **_: Any) -> None:
+    """Finalizer: apply the volume-claim policy; children go with their owner references."""
+    try:
+        outcome = await rc.cleanup(memo.kube, body)
+    except KubeApiError as exc:
+        raise kopf.TemporaryError(f"API server: {exc}", delay=API_RETRY_SECONDS) from exc
+    SERIALIZER.forget(body["metadata"]["uid"])
+    logger.info("cleanup: %s", outcome)
+
+
+def drifted(event_type: str | None, body: Mapping[str, Any], field_manager: str) -> bool:
+    """A child was deleted, or a field manager other than ours owns part of its spec/data."""
+    if event_type == "DELETED":
+        return True
+    if event_type != "MODIFIED":
+        return False
+    for entry in body.get("metadata", {}).get("managedFields") or []:
+        if entry.get("manager") == field_manager or entry.get("subresource") == "status":
+            continue
+        if DRIFT_FIELDS & set((entry.get("fieldsV1") or {}).keys()):
+            return True
+    return False
+
+
+def owner_name(body: Mapping[str, Any]) -> str | None:
+    for ref in body.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("kind") == KIND and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/") and ref.get("controller"):
+            return str(ref["name"])
+    return None
+
+
+async def on_child_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, logger: Log, **_: Any) -> None:
+    """Restore a pipeline's child that was deleted or edited by someone else."""
+    if not drifted(event.get("type"), body, SETTINGS.field_manager):
+        return
+    name, namespace = owner_name(body), body.metadata.namespace
+    if name is None or namespace is None:
+        return
+    kube: KubeClient = memo.kube
+    try:
+        owner = await kube.get(KIND, namespace, name)
+        if owner is None or owner["metadata"].get("deletionTimestamp"):
+            return
+        status = await _reconcile(kube, owner, prune=False, always=False)
+        if status is not None:
+            await kube.patch_status(namespace, name, status)
+            logger.info("restored children of %s/%s after drift in %s", namespace, name, body.metadata.name)
+    except (rc.InvalidSpec, rc.MissingDependency):
+        return
+    except KubeApiError as exc:
+        logger.warning("drift repair of %s/%s failed: %s", namespace, name, exc)
+
+
+for _group, _version, _plural in CHILD_RESOURCES:
+    kopf.on.event(
+        _group, _version, _plural, id=f"drift-{_plural}", labels={"app.kubernetes.io/managed-by": MANAGED_BY}
+    )(on_child_event)

@@ -1,0 +1,84 @@
+"""Wiring of the ingest service: settings → engines → routes. No logic here."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+
+from exchange.core.auth import JWTVerifier
+from exchange.core.contracts import load_document
+from exchange.core.db import create_pool, pool_readiness
+from exchange.core.http import create_service_app
+from exchange.core.settings import load
+from exchange.core.storage import bucket_readiness, ensure_bucket, s3_client
+from exchange.ingest.idempotency import IdempotencyStore
+from exchange.ingest.metrics import IngestMetrics
+from exchange.ingest.migrations import upgrade_async
+from exchange.ingest.relay import OutboxRelay
+from exchange.ingest.routes import IngestContext, router
+from exchange.ingest.settings import IngestSettings
+from exchange.ingest.store import RecordStore
+from exchange.ingest.validation import CONTRACT, schema_validator
+
+CONTRACT_SCHEMAS = ("NativeEnvelopeV1", "NativeEnvelopeV2", "Bundle", "Patient", "Encounter", "Condition",
+                    "Observation", "Immunization", "AllergyIntolerance", "Procedure")  # fmt: skip
+
+
+def kafka_readiness(bootstrap_servers: str) -> Any:
+    """Readiness: a TCP connection to one of the bootstrap brokers."""
+
+    async def check() -> None:
+        host, _, port = bootstrap_servers.split(",")[0].strip().rpartition(":")
+        _, writer = await asyncio.open_connection(host or "127.0.0.1", int(port))
+        writer.close()
+
+    return check
+
+
+def create_app(settings: IngestSettings | None = None) -> FastAPI:
+    """The ingest FastAPI app; engines are opened by its lifespan."""
+    settings = settings or load(IngestSettings)
+    for name in CONTRACT_SCHEMAS:  # compile the contract's schemas now: fail at start, not on a request
+        schema_validator(name)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            await upgrade_async(settings.database_url.get_secret_value())
+        pool = await create_pool(settings)
+        metrics = IngestMetrics(app.state.registry)
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(pool.close)
+            s3 = await stack.enter_async_context(s3_client(settings))
+            if settings.is_local:
+                await ensure_bucket(s3, settings.s3_bucket_raw)
+            keys = IdempotencyStore(
+                pool, settings.ingest_idempotency_ttl_seconds, settings.ingest_idempotency_lock_seconds
+            )
+            store = RecordStore(pool, s3, settings.s3_bucket_raw, settings.ingest_raw_prefix, settings.ingest_topic)
+            app.state.ingest = IngestContext(settings, keys, store, metrics)
+            app.state.readiness.update(postgres=pool_readiness(pool), s3=bucket_readiness(s3, settings.s3_bucket_raw),
+                                       kafka=kafka_readiness(settings.kafka_bootstrap_servers))  # fmt: skip
+            stop = asyncio.Event()
+            tasks = [asyncio.create_task(metrics.refresh_forever(pool))]
+            if settings.ingest_relay_in_process:
+                relay = OutboxRelay(settings, pool, metrics)
+                stack.push_async_callback(relay.close)
+                tasks.append(asyncio.create_task(relay.run(stop)))
+            try:
+                yield
+            finally:
+                stop.set()
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    app = create_service_app("exchange-ingest", lifespan=lifespan)
+    app.state.verifier = JWTVerifier(settings)
+    app.include_router(router)
+    app.openapi = lambda: load_document(CONTRACT)  # type: ignore[method-assign]  # the contract is served as is
+    return app

@@ -1,0 +1,248 @@
+"""The ingest endpoints: POST /v1/ingest (one record) and POST /v1/ingest/bulk (NDJSON).
+
+Order of checks: auth (401/403) → Idempotency-Key (400) → media type (415) → size (413) →
+claim the key (replay / 409 / 422) → parse + validate (400/422, stored for replay) → S3 PUT
+(503 releases the key) → one Postgres transaction → 202 (stored for replay).
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import asyncpg
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from exchange.core.auth import Principal, require_scope
+from exchange.core.errors import PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
+from exchange.core.http import PROBLEM_JSON, problem_response, read_body_limited
+from exchange.core.kafka import traceparent as new_traceparent
+from exchange.core.logging import current_correlation_id, get_logger, new_correlation_id
+from exchange.ingest.idempotency import HEADER, Claim, IdempotencyStore, StoredResponse, fingerprint, parse_key
+from exchange.ingest.metrics import IngestMetrics
+from exchange.ingest.settings import IngestSettings
+from exchange.ingest.store import NewRecord, RecordStore, build_event
+from exchange.ingest.validation import RecordInvalid, classify
+
+log = get_logger(__name__)
+router = APIRouter()
+WriterDep = Annotated[Principal, Depends(require_scope("ingest:write"))]
+
+SINGLE_TYPES = {"application/json": "native", "application/fhir+json": "fhir"}
+BULK_TYPES = {"application/x-ndjson": "native", "application/fhir+ndjson": "fhir"}
+DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+@dataclass(frozen=True)
+class IngestContext:
+    """What the handlers need, built once by the app's lifespan."""
+
+    settings: IngestSettings
+    keys: IdempotencyStore
+    store: RecordStore
+    metrics: IngestMetrics
+
+
+class ContentError(Exception):
+    """The request content is wrong (400/422); the response is stored for replay."""
+
+    def __init__(self, status: int, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.extra = status, detail, extra
+
+
+@dataclass(frozen=True, slots=True)
+class Intake:
+    """One request, past auth, media type and size checks."""
+
+    principal: Principal
+    fmt: str
+    body: bytes
+    traceparent: str
+    correlation_id: str
+
+
+Work = Callable[[IngestContext, Claim, Intake], Awaitable[bytes]]
+
+
+def _media_type(request: Request, allowed: dict[str, str]) -> tuple[str, str]:
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media not in allowed:
+        raise UnsupportedMediaType(f"Content-Type must be one of {', '.join(allowed)}")
+    return media, allowed[media]
+
+
+def _traceparent(request: Request) -> str:
+    match = _TRACEPARENT_RE.match(request.headers.get("traceparent", ""))
+    return new_traceparent(match.group(1) if match else None)
+
+
+async def _idempotent(
+    request: Request,
+    principal: Principal,
+    allowed: dict[str, str],
+    limit: int,
+    work: Work,
+    max_lines: int | None = None,
+) -> Response:
+    ctx: IngestContext = request.app.state.ingest
+    key = parse_key(request.headers.get(HEADER))
+    media, fmt = _media_type(request, allowed)
+    body = await read_body_limited(request, limit)
+    if max_lines is not None and body.count(b"\n") + (0 if body.endswith(b"\n") else 1) > max_lines:
+        raise PayloadTooLarge(f"body exceeds {max_lines} lines")
+    try:
+        got = await ctx.keys.claim(principal.tenant, key, fingerprint(request.url.path, media, body))
+    except DB_ERRORS as exc:
+        raise ServiceUnavailable("database unavailable") from exc
+    if isinstance(got, StoredResponse):
+        return Response(got.body, got.status, {"Idempotent-Replayed": "true"}, media_type=got.media_type)
+    intake = Intake(principal, fmt, body, _traceparent(request), current_correlation_id() or new_correlation_id())
+    try:
+        return Response(await work(ctx, got, intake), 202, media_type="application/json")
+    except ContentError as exc:
+        problem = problem_response(exc.status, exc.detail, extra=exc.extra, instance=request.url.path)
+        try:
+            await ctx.keys.complete(got, exc.status, bytes(problem.body), PROBLEM_JSON)
+        except DB_ERRORS as db_exc:
+            raise ServiceUnavailable("database unavailable") from db_exc
+        return problem
+    except BaseException as exc:
+        await _release(ctx, got)
+        if isinstance(exc, DB_ERRORS):
+            raise ServiceUnavailable("database unavailable") from exc
+        raise
+
+
+async def _release(ctx: IngestContext, claim: Claim) -> None:
+    try:
+        await ctx.keys.release(claim)
+    except DB_ERRORS as exc:  # the claim's lock expires on its own
+        log.warning("idempotency_release_failed", error_class=type(exc).__name__)
+
+
+def _envelope(doc_error: RecordInvalid | ValueError) -> ContentError:
+    if isinstance(doc_error, RecordInvalid):
+        return ContentError(422, "the record does not match the contract", errors=doc_error.errors)
+    return ContentError(400, "the body is not valid JSON")
+
+
+async def _single(ctx: IngestContext, claim: Claim, req: Intake) -> bytes:
+    principal, cid = req.principal, req.correlation_id
+    try:
+        kind = classify(req.fmt, req.body)
+    except (RecordInvalid, ValueError) as exc:
+        raise _envelope(exc) from None
+    raw = await ctx.store.put_raw(principal.tenant, req.body, _content_type(req.fmt, bulk=False))
+    record_id, event_id, received = uuid.uuid4(), uuid.uuid4(), datetime.now(UTC)
+    event = build_event(
+        event_id=event_id, record_id=record_id, tenant=principal.tenant, source_format=kind.source_format,
+        record_type=kind.record_type, schema_version=kind.schema_version, raw=raw, received_at=received,
+        correlation_id=cid,
+    )  # fmt: skip
+    response = orjson.dumps(
+        {
+            "record_id": str(record_id),
+            "event_id": str(event_id),
+            "status": "accepted",
+            "record_type": kind.record_type,
+            "schema_version": kind.schema_version,
+            "object": raw.public(),
+            "received_at": received.isoformat(),
+        }
+    )
+    await _commit(ctx, claim, req, [NewRecord(record_id, event_id, event)], response)
+    ctx.metrics.records.labels(kind.source_format).inc()
+    return response
+
+
+async def _bulk(ctx: IngestContext, claim: Claim, req: Intake) -> bytes:
+    principal, fmt, cid = req.principal, req.fmt, req.correlation_id
+    results: list[dict[str, Any]] = []
+    accepted: list[tuple[int, uuid.UUID, Any]] = []
+    for number, line in enumerate(req.body.split(b"\n"), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            kind = classify(fmt, line)
+        except RecordInvalid as exc:
+            results.append({"line": number, "status": "rejected", "errors": exc.errors})
+            continue
+        except ValueError:
+            results.append({"line": number, "status": "rejected", "errors": [{"pointer": "", "reason": "json"}]})
+            continue
+        record_id = uuid.uuid4()
+        accepted.append((number, record_id, kind))
+        results.append(
+            {"line": number, "status": "accepted", "record_id": str(record_id), "record_type": kind.record_type}
+        )
+    if not results:
+        raise ContentError(400, "the body holds no records")
+    if not accepted:
+        raise ContentError(422, "no line of the body is a valid record", results=results)
+    raw = await ctx.store.put_raw(principal.tenant, req.body, _content_type(fmt, bulk=True))
+    received = datetime.now(UTC)
+    records = []
+    for number, record_id, kind in accepted:
+        event_id = uuid.uuid4()
+        event = build_event(
+            event_id=event_id, record_id=record_id, tenant=principal.tenant, source_format=kind.source_format,
+            record_type=kind.record_type, schema_version=kind.schema_version, raw=raw, received_at=received,
+            correlation_id=cid, line=number,
+        )  # fmt: skip
+        records.append(NewRecord(record_id, event_id, event))
+    response = orjson.dumps(
+        {
+            "status": "accepted",
+            "accepted": len(accepted),
+            "rejected": len(results) - len(accepted),
+            "object": raw.public(),
+            "received_at": received.isoformat(),
+            "results": results,
+        }
+    )
+    await _commit(ctx, claim, req, records, response)
+    ctx.metrics.records.labels(fmt).inc(len(records))
+    return response
+
+
+def _content_type(fmt: str, *, bulk: bool) -> str:
+    if bulk:
+        return "application/fhir+ndjson" if fmt == "fhir" else "application/x-ndjson"
+    return "application/fhir+json" if fmt == "fhir" else "application/json"
+
+
+async def _commit(ctx: IngestContext, claim: Claim, req: Intake, records: list[NewRecord], response: bytes) -> None:
+    await ctx.store.commit(
+        claim,
+        records,
+        status=202,
+        response=response,
+        actor=req.principal.subject,
+        correlation_id=req.correlation_id,
+        traceparent=req.traceparent,
+    )
+
+
+@router.post("/v1/ingest", status_code=202, include_in_schema=False)
+async def ingest_record(request: Request, principal: WriterDep) -> Response:
+    """One record: native envelope (application/json) or FHIR R4 (application/fhir+json)."""
+    settings: IngestSettings = request.app.state.ingest.settings
+    return await _idempotent(request, principal, SINGLE_TYPES, settings.ingest_max_body_bytes, _single)
+
+
+@router.post("/v1/ingest/bulk", status_code=202, include_in_schema=False)
+async def ingest_bulk(request: Request, principal: WriterDep) -> Response:
+    """NDJSON: one raw object, one record and event per valid line, per-line results."""
+    settings: IngestSettings = request.app.state.ingest.settings
+    return await _idempotent(
+        request, principal, BULK_TYPES, settings.ingest_max_bulk_bytes, _bulk, settings.ingest_max_bulk_lines
+    )

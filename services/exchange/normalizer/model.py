@@ -1,0 +1,96 @@
+"""What mapping produces: canonical rows without PII, and the PII that only the tokenizer sees.
+
+`Person` is the one type that holds PII. It lives in memory from the raw object to the tokenizer
+call and is dropped after it; its `repr` shows nothing, so a stray log line or a traceback
+cannot print it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+NATIVE_PATIENT = uuid.UUID(int=0)
+"""Placeholder patient id of native records: bound to the subject's patient after tokenization."""
+
+FACT_TABLES = (
+    "encounters",
+    "conditions",
+    "observations",
+    "immunizations",
+    "allergy_intolerances",
+    "procedures",
+)
+"""Clinical fact tables, in write order (encounters first: the others reference them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Person:
+    """Identity attributes in the tokenizer's vocabulary (PII; never logged, never stored)."""
+
+    first_name: str | None = None
+    last_name: str | None = None
+    birth_date: str | None = None
+    sex: str | None = None
+    postal_code: str | None = None
+    ssn: str | None = None
+
+    def __repr__(self) -> str:
+        return "Person(<redacted>)"
+
+    def as_request(self, record_id: str) -> dict[str, Any]:
+        return {
+            "record_id": record_id,
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "birth_date": self.birth_date,
+            "sex": self.sex,
+            "postal_code": self.postal_code,
+            "ssn": self.ssn,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Demographics:
+    """Safe Harbor demographics: birth year (or 90+), sex, 3-digit ZIP."""
+
+    birth_year: int | None = None
+    age_over_89: bool = False
+    sex: str | None = None
+    zip3: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PersonLink:
+    """A patient whose subject comes from tokenizing `person`."""
+
+    patient_id: uuid.UUID
+    person: Person
+    demographics: Demographics
+
+
+@dataclass(slots=True)
+class Row:
+    """One canonical row (`tenant` and `record_id` are added by the writer)."""
+
+    table: str
+    values: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Mapped:
+    """The canonical form of one record."""
+
+    record_type: str
+    canonical_version: str
+    persons: list[PersonLink] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    placeholders: list[tuple[str, uuid.UUID]] = field(default_factory=list)
+    """Referenced entities (table, id) that must exist before the rows (filled when they arrive)."""
+
+    def entity_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for row in self.rows:
+            counts[row.table] = counts.get(row.table, 0) + 1
+        return counts

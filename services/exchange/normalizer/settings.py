@@ -1,0 +1,83 @@
+"""Settings of the normalizer worker and its commands (environment variables, 12-factor)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, model_validator
+
+from exchange.core.settings import DatabaseSettings, KafkaSettings, S3Settings, ServiceSettings
+
+SOURCE_TOPIC = "record.ingested.v1"
+DLQ_TOPIC = "record.ingested.v1.dlq"
+NORMALIZED_TOPIC = "record.normalized.v1"
+LOCAL_ID_KEY = "exchange-local-canonical-id-key"  # ENV=local only; refused elsewhere
+
+
+class NormalizerSettings(ServiceSettings, DatabaseSettings, S3Settings, KafkaSettings):
+    """Everything `exchange serve normalizer` and the replay/verify commands read."""
+
+    tokenizer_url: str = Field(
+        "http://127.0.0.1:8082", alias="TOKENIZER_URL", description="Base URL of the tokenizer service."
+    )
+    tokenizer_token: SecretStr | None = Field(
+        None,
+        alias="TOKENIZER_TOKEN",
+        description="Bearer token (scope `tokenize`) for the tokenizer; unset means `dev` (ENV=local only).",
+    )
+    tokenizer_timeout: float = Field(5.0, alias="TOKENIZER_TIMEOUT", description="Seconds per tokenizer call.")
+    tokenizer_batch: int = Field(
+        500, alias="TOKENIZER_BATCH", ge=1, description="People per tokenizer call (≤ the tokenizer's limit)."
+    )
+    normalizer_id_key: SecretStr | None = Field(
+        None,
+        alias="NORMALIZER_ID_KEY",
+        description="HMAC key deriving canonical ids from source ids (so MRNs cannot be guessed back).",
+    )
+    normalizer_group: str = Field("normalizer", alias="NORMALIZER_GROUP", description="Kafka consumer group.")
+    normalizer_topic: str = Field(SOURCE_TOPIC, alias="NORMALIZER_TOPIC", description="Topic consumed.")
+    normalizer_dlq_topic: str = Field(DLQ_TOPIC, alias="NORMALIZER_DLQ_TOPIC", description="Dead-letter topic.")
+    normalizer_out_topic: str = Field(
+        NORMALIZED_TOPIC, alias="NORMALIZER_OUT_TOPIC", description="Topic of record.normalized.v1."
+    )
+    normalizer_batch: int = Field(
+        500, alias="NORMALIZER_BATCH", ge=1, description="Most events per poll, processed in one transaction."
+    )
+    normalizer_backoff_max: float = Field(
+        10.0, alias="NORMALIZER_BACKOFF_MAX", description="Longest wait between retries of a transient failure."
+    )
+    normalizer_object_cache_bytes: int = Field(
+        128 * 1024 * 1024,
+        alias="NORMALIZER_OBJECT_CACHE_BYTES",
+        description="Raw objects kept in memory between batches (bulk NDJSON objects serve many events).",
+    )
+    normalizer_migrate_on_start: bool | None = Field(
+        None,
+        alias="NORMALIZER_MIGRATE_ON_START",
+        description="Apply migrations at start; unset means only when ENV=local (elsewhere `exchange migrate`).",
+    )
+    normalizer_metrics_port: int | None = Field(
+        9102, alias="NORMALIZER_METRICS_PORT", description="/healthz, /readyz, /metrics port; 0 or unset: off."
+    )
+    relay_poll_seconds: float = Field(
+        0.5, alias="NORMALIZER_RELAY_POLL_SECONDS", description="Outbox poll interval of the in-process relay."
+    )
+
+    @model_validator(mode="after")
+    def _id_key_outside_local(self) -> NormalizerSettings:
+        if self.normalizer_id_key is None and not self.is_local:
+            raise ValueError("NORMALIZER_ID_KEY is required unless ENV=local")
+        if self.tokenizer_token is None and not self.is_local:
+            raise ValueError("TOKENIZER_TOKEN is required unless ENV=local")
+        return self
+
+    @property
+    def migrate_on_start(self) -> bool:
+        return self.is_local if self.normalizer_migrate_on_start is None else self.normalizer_migrate_on_start
+
+    @property
+    def id_key(self) -> bytes:
+        key = self.normalizer_id_key.get_secret_value() if self.normalizer_id_key else LOCAL_ID_KEY
+        return key.encode()
+
+    @property
+    def tokenizer_bearer(self) -> str:
+        return self.tokenizer_token.get_secret_value() if self.tokenizer_token else "dev"

@@ -1,0 +1,14 @@
+"""Shared paths for the packaging checks (Dockerfiles, chart, Tiltfile, samples, YAML)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO
