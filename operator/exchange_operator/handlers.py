@@ -131,6 +131,10 @@ def drifted(event_type: str | None, body: Mapping[str, Any], field_manager: str)
     return False
 
 
+def _is_drift(type: str | None, body: kopf.Body, **_: Any) -> bool:
+    return drifted(type, body, SETTINGS.field_manager)
+
+
 def owner_name(body: Mapping[str, Any]) -> str | None:
     for ref in body.get("metadata", {}).get("ownerReferences") or []:
         if ref.get("kind") == KIND and str(ref.get("apiVersion", "")).startswith(f"{GROUP}/") and ref.get("controller"):
@@ -140,8 +144,6 @@ def owner_name(body: Mapping[str, Any]) -> str | None:
 
 async def on_child_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, logger: Log, **_: Any) -> None:
     """Restore a pipeline's child that was deleted or edited by someone else."""
-    if not drifted(event.get("type"), body, SETTINGS.field_manager):
-        return
     name, namespace = owner_name(body), body.metadata.namespace
     if name is None or namespace is None:
         return
@@ -162,5 +164,10 @@ async def on_child_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, logge
 
 for _group, _version, _plural in CHILD_RESOURCES:
     kopf.on.event(
-        _group, _version, _plural, id=f"drift-{_plural}", labels={"app.kubernetes.io/managed-by": MANAGED_BY}
+        _group,
+        _version,
+        _plural,
+        id=f"drift-{_plural}",
+        labels={"app.kubernetes.io/managed-by": MANAGED_BY},
+        when=_is_drift,  # filtered before the handler runs: no log line per ordinary event
     )(on_child_event)

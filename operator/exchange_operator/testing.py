@@ -51,12 +51,13 @@ def install_crd(api_client: Any) -> None:
     except ApiException as exc:
         if exc.status != 409:
             raise
-        current = ext.read_custom_resource_definition(crd.CRD_NAME)
+        current: Any = ext.read_custom_resource_definition(crd.CRD_NAME)
         body["metadata"]["resourceVersion"] = current.metadata.resource_version
         ext.replace_custom_resource_definition(crd.CRD_NAME, body)
 
     def established() -> bool:
-        conds = ext.read_custom_resource_definition(crd.CRD_NAME).status.conditions or []
+        read: Any = ext.read_custom_resource_definition(crd.CRD_NAME)
+        conds = read.status.conditions or []
         return any(c.type == "Established" and c.status == "True" for c in conds)
 
     wait_for("the CRD to be established", established)
@@ -81,7 +82,7 @@ class OperatorProcess:
         }
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(  # noqa: S603 - fixed argv
+            self.proc = subprocess.Popen(
                 [sys.executable, "-m", "exchange_operator"],
                 env=env,
                 stdout=log,

@@ -67,32 +67,19 @@ Operator image reference; the tag defaults to the chart's appVersion.
 {{- end }}
 
 {{/*
-kopf command-line arguments: scope, peering, verbosity, liveness endpoint, extras.
+Operator settings as environment variables (`python -m exchange_operator` reads EXCHANGE_OPERATOR_*,
+see operator/exchange_operator/settings.py): scope, peering, liveness endpoint, log level.
 */}}
-{{- define "exchange-operator.args" -}}
-{{- if .Values.watch.namespaces }}
-{{- range .Values.watch.namespaces }}
-- {{ printf "--namespace=%s" . | quote }}
+{{- define "exchange-operator.env" -}}
+{{- if not (has .Values.logLevel (list "DEBUG" "INFO" "WARNING" "ERROR")) }}
+{{- fail (printf "logLevel must be DEBUG, INFO, WARNING or ERROR, not %q" .Values.logLevel) }}
 {{- end }}
-{{- else }}
-- "--all-namespaces"
-{{- end }}
-{{- if .Values.peering.enabled }}
-- {{ printf "--peering=%s" .Values.peering.name | quote }}
-{{- else }}
-- "--standalone"
-{{- end }}
-{{- if eq .Values.logLevel "quiet" }}
-- "--quiet"
-{{- else if eq .Values.logLevel "verbose" }}
-- "--verbose"
-{{- else if eq .Values.logLevel "debug" }}
-- "--debug"
-{{- else if ne .Values.logLevel "normal" }}
-{{- fail (printf "logLevel must be quiet, normal, verbose or debug, not %q" .Values.logLevel) }}
-{{- end }}
-- {{ printf "--liveness=http://0.0.0.0:%d/healthz" (int .Values.healthPort) | quote }}
-{{- range .Values.extraArgs }}
-- {{ . | quote }}
-{{- end }}
+- name: EXCHANGE_OPERATOR_NAMESPACES
+  value: {{ join "," .Values.watch.namespaces | quote }}
+- name: EXCHANGE_OPERATOR_STANDALONE
+  value: {{ (not .Values.peering.enabled) | toString | quote }}
+- name: EXCHANGE_OPERATOR_LIVENESS
+  value: {{ printf "http://0.0.0.0:%d/healthz" (int .Values.healthPort) | quote }}
+- name: EXCHANGE_OPERATOR_LOG_LEVEL
+  value: {{ .Values.logLevel | quote }}
 {{- end }}

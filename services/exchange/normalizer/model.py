@@ -62,6 +62,18 @@ class Demographics:
 
 
 @dataclass(frozen=True, slots=True)
+class TokenSet:
+    """T1-T5 of one person under the tokenization key `key_id` (pseudonyms, not PII)."""
+
+    key_id: str
+    tokens: tuple[str, str, str, str, str]
+
+    @property
+    def blank(self) -> bool:
+        return all(set(t) == {"0"} for t in self.tokens)
+
+
+@dataclass(frozen=True, slots=True)
 class PersonLink:
     """A patient whose subject comes from tokenizing `person`."""
 
@@ -76,6 +88,8 @@ class Row:
 
     table: str
     values: dict[str, Any]
+    upsert: bool = True
+    """False: insert only when absent (a link that must not overwrite what the record itself says)."""
 
 
 @dataclass(slots=True)

@@ -260,6 +260,15 @@ def ssn_component(raw: str) -> str | None:
     Validated after normalization (the Java rule): area not 000/666/9xx, group not 00, serial
     not 0000, and not a known placeholder.
     """
+    size = len(raw)
+    if (size == 11 and raw[3] == "-" == raw[6]) or size == 9:
+        # Fast path for the two usual shapes, equivalent to the general one for ASCII digits.
+        digits = raw if size == 9 else raw[:3] + raw[4:6] + raw[7:]
+        if digits.isascii() and digits.isdigit():
+            area, group, serial = digits[:3], digits[3:5], digits[5:]
+            if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000":
+                return None
+            return None if f"{area}-{group}-{serial}" in _SSN_REFUSED else digits
     normalized = normalize_ssn(raw)
     if normalized is None or normalized in _SSN_REFUSED or not _SSN_SHAPE.match(normalized):
         return None

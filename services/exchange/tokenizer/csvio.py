@@ -180,10 +180,10 @@ def _write_chunk(
                 stats.blank_tokens_by_rule[rule_id] += 1
         invalid = False
         for name, flag in zip(_PERSON_COLUMNS, result.validity, strict=True):
-            if flag is Validity.INVALID:
+            if flag == Validity.INVALID:
                 stats.invalid_attributes[name] += 1
                 invalid = True
-            elif flag is Validity.MISSING:
+            elif flag == Validity.MISSING:
                 stats.missing_attributes[name] += 1
         stats.rows += 1
         stats.rows_with_invalid_attributes += invalid

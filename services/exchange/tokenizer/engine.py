@@ -23,12 +23,11 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import date
 from enum import StrEnum
 from operator import itemgetter
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 from exchange.tokenizer.attributes import (
     ATTRIBUTES,
-    FirstName,
-    birth_date_component,
+    MIN_BIRTH_DATE,
     first_name_component,
     last_name_component,
     parse_birth_date,
@@ -40,7 +39,6 @@ from exchange.tokenizer.rules import BLANK_TOKEN, RULE_IDS, RULES
 
 _BLOCK = 64  # SHA-256 block size in bytes
 _MISS: Any = object()
-T = TypeVar("T")
 
 
 class PersonAttributes(NamedTuple):
@@ -63,16 +61,16 @@ class Validity(StrEnum):
 
 
 class TokenizedRecord(NamedTuple):
-    """Tokens in `RULE_IDS` order and validity flags in `ATTRIBUTES` order; no PII."""
+    """Tokens in `RULE_IDS` order and validity flags (`Validity` values) in `ATTRIBUTES` order; no PII."""
 
     tokens: tuple[str, ...]
-    validity: tuple[Validity, ...]
+    validity: tuple[str, ...]
 
     def tokens_by_rule(self) -> dict[str, str]:
         return dict(zip(RULE_IDS, self.tokens, strict=True))
 
     def validity_by_attribute(self) -> dict[str, Validity]:
-        return {a.value: v for a, v in zip(ATTRIBUTES, self.validity, strict=True)}
+        return {a.value: Validity(v) for a, v in zip(ATTRIBUTES, self.validity, strict=True)}
 
 
 class HmacSha256:
@@ -87,6 +85,11 @@ class HmacSha256:
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
 
+    @property
+    def states(self) -> tuple[Any, Any]:
+        """The keyed inner and outer SHA-256 states; `.copy()` them, never update them."""
+        return self._inner, self._outer
+
     def digest(self, message: bytes) -> bytes:
         inner = self._inner.copy()
         inner.update(message)
@@ -95,13 +98,15 @@ class HmacSha256:
         return outer.digest()
 
 
-_VALID, _INVALID, _MISSING = Validity.VALID, Validity.INVALID, Validity.MISSING
+# Plain `str` flags in the hot path (equal to the Validity members): tuples holding only strings
+# are untracked by the cyclic GC, which otherwise rescans every memo entry on full collections.
+_VALID, _INVALID, _MISSING = str(Validity.VALID.value), str(Validity.INVALID.value), str(Validity.MISSING.value)
 _SIGNATURES = tuple(itemgetter(*rule.components) for rule in RULES)
 
 
 class Tokenizer:
-    """OpenToken-compatible tokenizer bound to one secret. Thread-compatible, not thread-safe
-    for the memo tables' bounded clearing; use one per worker."""
+    """OpenToken-compatible tokenizer bound to one secret. Use one per thread: the memo tables
+    are plain dicts (safe under the GIL, but clearing is not coordinated)."""
 
     def __init__(self, secret: bytes, key_id: str = "", memo_size: int = 1 << 17) -> None:
         if not secret:
@@ -109,12 +114,17 @@ class Tokenizer:
         self.key_id = key_id
         self._mac = HmacSha256(secret)
         self._memo_size = memo_size
-        self._first: dict[str, FirstName | None] = {}
-        self._last: dict[str, str | None] = {}
-        self._dob: dict[str, date | None] = {}
-        self._sex: dict[str, str | None] = {}
-        self._postal: dict[str, str | None] = {}
-        self._ssn: dict[str, str | None] = {}
+        self._memos: tuple[dict[str | None, Any], ...] = tuple({} for _ in range(5))
+        self._reset_memos()
+
+    def _reset_memos(self) -> None:
+        for memo in self._memos:
+            memo.clear()
+        first, last, dob, sex, postal = self._memos
+        first[None] = (None, None, None, _MISSING)
+        dob[None] = (None, None, _MISSING)
+        for memo in (last, sex, postal):
+            memo[None] = (None, _MISSING)
 
     def token(self, signature: str | None) -> str:
         """The token of one signature; the blank token for None or a blank signature."""
@@ -128,66 +138,92 @@ class Tokenizer:
         return next(self.tokenize_many((person,), today))
 
     def tokenize_many(self, people: Iterable[PersonAttributes], today: date | None = None) -> Iterator[TokenizedRecord]:
-        """Stream `tokenize` over many people; the hot path of the service, the CLI and the bench."""
+        """Stream `tokenize` over many people; the hot path of the service, the CLI and the bench.
+
+        Written flat on purpose (locals, inlined memo lookups, no per-attribute calls on a hit):
+        this loop is where the time goes once hashing is taken out.
+        """
         current = today or date.today()
-        size = self._memo_size
-        memo = _memoize
-        first_memo, last_memo, dob_memo = self._first, self._last, self._dob
-        sex_memo, postal_memo, ssn_memo = self._sex, self._postal, self._ssn
+        first_memo, last_memo, dob_memo, sex_memo, postal_memo = self._memos
         sha256 = hashlib.sha256
-        inner, outer = self._mac._inner, self._mac._outer  # noqa: SLF001 - hot loop, same module
+        inner, outer = self._mac.states
         signatures = _SIGNATURES
-        blank = BLANK_TOKEN
+        blank, valid, invalid, missing, miss = BLANK_TOKEN, _VALID, _INVALID, _MISSING, _MISS
+        new_record = tuple.__new__
+        memo_size = self._memo_size
         for count, (fn, ln, dob, sex, postal, ssn) in enumerate(people):
-            if today is None and not count & 0xFFFF:
-                current = date.today()  # long streams may cross midnight
-            first = memo(first_memo, first_name_component, fn, size)
-            last = memo(last_memo, last_name_component, ln, size)
-            born = memo(dob_memo, parse_birth_date, dob, size)
-            dob_text = birth_date_component(born, current) if born is not None else None
-            sex_text = memo(sex_memo, sex_component, sex, size)
-            postal3 = memo(postal_memo, postal_code_component, postal, size)
-            ssn9 = memo(ssn_memo, ssn_component, ssn, size)
-            if first is None:
-                row: tuple[str | None, ...] = (last, None, None, None, sex_text, dob_text, postal3, ssn9)
+            if not count & 0x3FFF:
+                if today is None:
+                    current = date.today()  # long streams may cross midnight
+                if max(map(len, self._memos)) > memo_size:
+                    self._reset_memos()
+            entry = first_memo.get(fn, miss)
+            if entry is miss:
+                entry = first_memo[fn] = _first_entry(fn)
+            f_full, f_initial, f_first3, f_flag = entry
+            entry = last_memo.get(ln, miss)
+            if entry is miss:
+                entry = last_memo[ln] = _entry(last_name_component, ln)
+            last, l_flag = entry
+            entry = dob_memo.get(dob, miss)
+            if entry is miss:
+                entry = dob_memo[dob] = _dob_entry(dob)
+            born, dob_text, d_flag = entry
+            if born is not None and born > current:
+                dob_text, d_flag = None, invalid
+            entry = sex_memo.get(sex, miss)
+            if entry is miss:
+                entry = sex_memo[sex] = _entry(sex_component, sex)
+            sex_text, s_flag = entry
+            entry = postal_memo.get(postal, miss)
+            if entry is miss:
+                entry = postal_memo[postal] = _entry(postal_code_component, postal)
+            postal3, p_flag = entry
+            # SSNs hardly repeat: not memoized (a memo would only add inserts and GC work).
+            if ssn is None:
+                ssn9, n_flag = None, missing
             else:
-                row = (last, first.full, first.initial, first.first3, sex_text, dob_text, postal3, ssn9)
+                ssn9 = ssn_component(ssn)
+                n_flag = valid if ssn9 is not None else _flag(ssn, None)
+
+            row = (last, f_full, f_initial, f_first3, sex_text, dob_text, postal3, ssn9)
             tokens = []
+            append = tokens.append
             for pick in signatures:
                 parts = pick(row)
                 if None in parts:
-                    tokens.append(blank)
+                    append(blank)
                     continue
                 h_in = inner.copy()
                 h_in.update(sha256("|".join(parts).encode()).hexdigest().encode())
                 h_out = outer.copy()
                 h_out.update(h_in.digest())
-                tokens.append(b2a_base64(h_out.digest(), newline=False).decode())
-            validity = (
-                _flag(fn, first),
-                _flag(ln, last),
-                _flag(dob, dob_text),
-                _flag(sex, sex_text),
-                _flag(postal, postal3),
-                _flag(ssn, ssn9),
-            )
-            yield TokenizedRecord(tuple(tokens), validity)
+                append(b2a_base64(h_out.digest(), newline=False).decode())
+            yield new_record(TokenizedRecord, (tuple(tokens), (f_flag, l_flag, d_flag, s_flag, p_flag, n_flag)))
 
 
-def _memoize(memo: dict[str, T | None], fn: Callable[[str], T | None], raw: str | None, size: int) -> T | None:
-    if raw is None:
-        return None
-    value = memo.get(raw, _MISS)
-    if value is _MISS:
-        if len(memo) >= size:
-            memo.clear()
-        value = memo[raw] = fn(raw)
-    return value  # type: ignore[no-any-return]
-
-
-def _flag(raw: str | None, component: object) -> Validity:
+def _flag(raw: str, component: object) -> str:
     if component is not None:
         return _VALID
-    if raw is None or not raw.strip():
-        return _MISSING
-    return _INVALID
+    return _MISSING if not raw.strip() else _INVALID
+
+
+def _entry(normalize: Callable[[str], str | None], raw: str) -> tuple[str | None, str]:
+    component = normalize(raw)
+    return component, _flag(raw, component)
+
+
+def _first_entry(raw: str) -> tuple[str | None, str | None, str | None, str]:
+    name = first_name_component(raw)
+    if name is None:
+        return None, None, None, _flag(raw, None)
+    return name.full, name.initial, name.first3, _VALID
+
+
+def _dob_entry(raw: str) -> tuple[date | None, str | None, str]:
+    """(date, yyyy-MM-dd, flag) with the lower bound applied; the upper bound (today) is checked
+    per record because it moves."""
+    born = parse_birth_date(raw)
+    if born is None or born < MIN_BIRTH_DATE:
+        return None, None, _flag(raw, None)
+    return born, born.isoformat(), _VALID

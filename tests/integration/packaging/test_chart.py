@@ -23,10 +23,9 @@ CRD = CHART / "crds" / "exchangepipelines.exchange.dev.yaml"
 SAMPLES = REPO / "manifests" / "samples"
 NON_DEFAULT_VALUES = {
     "watch": {"namespaces": ["team-a", "team-*"]},
-    "peering": {"enabled": True, "name": "exchange"},
+    "peering": {"enabled": True},
     "replicaCount": 2,
-    "logLevel": "debug",
-    "extraArgs": ["--log-format=json"],
+    "logLevel": "DEBUG",
     "extraEnv": [{"name": "EXAMPLE", "value": "1"}],
     "imagePullSecrets": [{"name": "regcred"}],
     "serviceAccount": {"annotations": {"example.org/role": "operator"}},
@@ -269,5 +268,9 @@ def test_the_operator_deployment_is_locked_down_and_probed(tools: Tools):
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
-    assert container["args"] == ["--all-namespaces", "--standalone", "--liveness=http://0.0.0.0:8080/healthz"]
+    assert "args" not in container, "python -m exchange_operator takes its settings from the environment"
+    env = {item["name"]: item.get("value") for item in container["env"]}
+    assert env["EXCHANGE_OPERATOR_NAMESPACES"] == ""
+    assert env["EXCHANGE_OPERATOR_STANDALONE"] == "true"
+    assert env["EXCHANGE_OPERATOR_LIVENESS"] == "http://0.0.0.0:8080/healthz"
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}

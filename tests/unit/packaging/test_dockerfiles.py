@@ -104,7 +104,7 @@ def test_the_services_image_runs_the_exchange_cli():
 def test_the_operator_image_runs_the_operator_with_kopf_liveness():
     steps = dict(instructions(REPO / "operator" / "Dockerfile"))
     assert steps["ENTRYPOINT"] == '["python", "-m", "exchange_operator"]'
-    assert "--liveness=http://0.0.0.0:8080/healthz" in steps["CMD"]
+    assert "EXCHANGE_OPERATOR_LIVENESS=http://0.0.0.0:8080/healthz" in steps["ENV"]
 
 
 def dockerignore_allows(path: str) -> bool:
