@@ -61,3 +61,33 @@ kube-down: ## stop the local control plane
 .PHONY: engines-report
 engines-report: deps engines ## time-to-ready and idle RSS of each engine
 	@$(PY) -m exchange_devtools engines-report
+
+.PHONY: operator
+operator: deps ## run the operator locally against $$KUBECONFIG (e.g. the one `make kube-up` writes)
+	@KUBECONFIG=$${KUBECONFIG:-$(CURDIR)/.dev/kubeconfig} $(PY) -m exchange_operator
+
+.PHONY: crd
+crd: deps ## regenerate the CRD (manifests/crd and the chart) from operator/exchange_operator/spec.py
+	@$(PY) hack/gen-crd
+
+.PHONY: rbac
+rbac: ## regenerate manifests/rbac/ from the chart
+	@bash hack/gen-rbac
+
+.PHONY: kind-up
+kind-up: ## kind cluster `exchange` with ingress-nginx on localhost:80/443 (needs Docker and kind)
+	@bash hack/kind-up
+
+.PHONY: kind-down
+kind-down: ## delete the kind cluster
+	@bash hack/kind-down
+
+.PHONY: images
+images: ## build exchange:dev and exchange-operator:dev and load them into kind
+	docker build -t exchange:dev .
+	docker build -f operator/Dockerfile -t exchange-operator:dev .
+	kind load docker-image --name exchange exchange:dev exchange-operator:dev
+
+.PHONY: e2e
+e2e: deps engines ## kind end-to-end: images, chart, sample, curl through the ingress (needs Docker and kind)
+	$(PY) -m pytest -m e2e tests/e2e/kind -q -rs

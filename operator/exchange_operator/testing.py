@@ -42,7 +42,7 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 30.0, in
 def install_crd(api_client: Any) -> None:
     """Create or replace the ExchangePipeline CRD and wait until the API serves it."""
     from kubernetes import client
-    from kubernetes.client.rest import ApiException
+    from kubernetes.client.exceptions import ApiException
 
     body = yaml.safe_load(crd.render())
     ext = client.ApiextensionsV1Api(api_client)

@@ -101,7 +101,10 @@ class HmacSha256:
 # Plain `str` flags in the hot path (equal to the Validity members): tuples holding only strings
 # are untracked by the cyclic GC, which otherwise rescans every memo entry on full collections.
 _VALID, _INVALID, _MISSING = str(Validity.VALID.value), str(Validity.INVALID.value), str(Validity.MISSING.value)
-_SIGNATURES = tuple(itemgetter(*rule.components) for rule in RULES)
+_SIGNATURES = tuple((itemgetter(*rule.components), rule.rule_id) for rule in RULES)
+# Rules whose signatures repeat across people (no birth date, no SSN): their tokens are memoized
+# on the signature. T5 = LAST|FIR|SEX is shared by many people in any real population.
+_MEMO_RULES = frozenset({"T5"})
 
 
 class Tokenizer:
@@ -115,9 +118,11 @@ class Tokenizer:
         self._mac = HmacSha256(secret)
         self._memo_size = memo_size
         self._memos: tuple[dict[str | None, Any], ...] = tuple({} for _ in range(5))
+        self._token_memo: dict[tuple[str, ...], str] = {}
         self._reset_memos()
 
     def _reset_memos(self) -> None:
+        self._token_memo.clear()
         for memo in self._memos:
             memo.clear()
         first, last, dob, sex, postal = self._memos
@@ -147,7 +152,7 @@ class Tokenizer:
         first_memo, last_memo, dob_memo, sex_memo, postal_memo = self._memos
         sha256 = hashlib.sha256
         inner, outer = self._mac.states
-        signatures = _SIGNATURES
+        plan = [(pick, self._token_memo if rule_id in _MEMO_RULES else None) for pick, rule_id in _SIGNATURES]
         blank, valid, invalid, missing, miss = BLANK_TOKEN, _VALID, _INVALID, _MISSING, _MISS
         new_record = tuple.__new__
         memo_size = self._memo_size
@@ -155,7 +160,7 @@ class Tokenizer:
             if not count & 0x3FFF:
                 if today is None:
                     current = date.today()  # long streams may cross midnight
-                if max(map(len, self._memos)) > memo_size:
+                if max(len(self._token_memo), *map(len, self._memos)) > memo_size:
                     self._reset_memos()
             entry = first_memo.get(fn, miss)
             if entry is miss:
@@ -189,16 +194,24 @@ class Tokenizer:
             row = (last, f_full, f_initial, f_first3, sex_text, dob_text, postal3, ssn9)
             tokens = []
             append = tokens.append
-            for pick in signatures:
+            for pick, memo in plan:
                 parts = pick(row)
                 if None in parts:
                     append(blank)
                     continue
+                if memo is not None:
+                    token = memo.get(parts)
+                    if token is not None:
+                        append(token)
+                        continue
                 h_in = inner.copy()
                 h_in.update(sha256("|".join(parts).encode()).hexdigest().encode())
                 h_out = outer.copy()
                 h_out.update(h_in.digest())
-                append(b2a_base64(h_out.digest(), newline=False).decode())
+                token = b2a_base64(h_out.digest(), newline=False).decode()
+                if memo is not None:
+                    memo[parts] = token
+                append(token)
             yield new_record(TokenizedRecord, (tuple(tokens), (f_flag, l_flag, d_flag, s_flag, p_flag, n_flag)))
 
 

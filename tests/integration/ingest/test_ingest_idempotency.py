@@ -1,0 +1,132 @@
+"""Idempotency-Key: required, tenant-scoped, replay (errors too), 422 on another body, 409 in
+flight, expiry, and 100 concurrent requests with one key making exactly one record."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+
+import orjson
+
+from exchange.ingest.idempotency import IdempotencyStore, fingerprint
+
+
+async def test_a_missing_or_malformed_key_is_400(client, auth, samples):
+    body = orjson.dumps(samples.native_v1())
+    headers = auth()
+    del headers["Idempotency-Key"]
+    assert (await client.post("/v1/ingest", content=body, headers=headers)).status_code == 400
+    for bad in ["x" * 256, "", "   ", "caf\u00e9".encode().decode("latin-1")]:
+        resp = await client.post("/v1/ingest", content=body, headers=auth(key="k") | {"Idempotency-Key": bad})
+        assert resp.status_code == 400, bad
+        assert resp.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_255_character_key_and_a_structured_field_string_are_accepted(client, auth, samples):
+    body = orjson.dumps(samples.native_v1())
+    assert (await client.post("/v1/ingest", content=body, headers=auth(key="k" * 255))).status_code == 202
+    quoted = f'"{uuid.uuid4()}"'
+    assert (await client.post("/v1/ingest", content=body, headers=auth(key=quoted))).status_code == 202
+
+
+async def test_the_same_key_and_body_replays_the_stored_response(client, auth, samples, db):
+    body = orjson.dumps(samples.native_v1())
+    headers = auth()
+    first = await client.post("/v1/ingest", content=body, headers=headers)
+    second = await client.post("/v1/ingest", content=body, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert second.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert second.content == first.content
+    count = await db.fetchval("SELECT count(*) FROM ingest.outbox WHERE record_id = $1::uuid", first.json()["record_id"])
+    assert count == 1
+
+
+async def test_a_stored_error_is_replayed_too(client, auth):
+    headers = auth()
+    body = orjson.dumps({"schema_version": "v1", "record_type": "patient"})
+    first = await client.post("/v1/ingest", content=body, headers=headers)
+    second = await client.post("/v1/ingest", content=body, headers=headers)
+    assert first.status_code == second.status_code == 422
+    assert second.headers["idempotent-replayed"] == "true"
+    assert second.json() == first.json()
+    invalid = auth()
+    a = await client.post("/v1/ingest", content=b"{nope", headers=invalid)
+    b = await client.post("/v1/ingest", content=b"{nope", headers=invalid)
+    assert a.status_code == b.status_code == 400 and b.headers["idempotent-replayed"] == "true"
+
+
+async def test_the_same_key_with_a_different_body_is_422(client, auth, samples):
+    headers = auth()
+    assert (await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=headers)).status_code == 202
+    resp = await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=headers)
+    assert resp.status_code == 422
+    assert resp.json()["code"] == "idempotency-key-reused"
+    bulk = await client.post("/v1/ingest/bulk", content=orjson.dumps(samples.native_v1()), headers=auth("application/x-ndjson", key=headers["Idempotency-Key"]))
+    assert bulk.status_code == 422  # another endpoint is another request
+
+
+async def test_the_same_key_while_the_first_is_in_flight_is_409_with_retry_after(client, auth, samples, db):
+    body = orjson.dumps(samples.native_v1())
+    headers = auth()
+    store = IdempotencyStore(db, ttl_seconds=60, lock_seconds=60)
+    claim = await store.claim("acme", headers["Idempotency-Key"], fingerprint("/v1/ingest", "application/json", body))
+    resp = await client.post("/v1/ingest", content=body, headers=headers)
+    assert resp.status_code == 409
+    assert resp.headers["retry-after"].isdigit()
+    assert resp.headers["content-type"] == "application/problem+json"
+    await store.release(claim)
+    assert (await client.post("/v1/ingest", content=body, headers=headers)).status_code == 202
+
+
+async def test_keys_are_scoped_by_tenant(client, auth, samples, jwks_server):
+    body = orjson.dumps(samples.native_v1())
+    key = uuid.uuid4().hex
+    a = await client.post("/v1/ingest", content=body, headers=auth(key=key))
+    other = jwks_server.token(tenant="globex", sub="client-globex")
+    b = await client.post("/v1/ingest", content=body, headers=auth(key=key) | {"Authorization": f"Bearer {other}"})
+    assert a.status_code == b.status_code == 202
+    assert "idempotent-replayed" not in b.headers
+    assert a.json()["record_id"] != b.json()["record_id"]
+
+
+async def test_an_expired_key_starts_afresh(client, auth, samples, db):
+    headers = auth()
+    first = await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=headers)
+    await db.execute(
+        "UPDATE ingest.idempotency_keys SET expires_at = now() - interval '1 second' WHERE tenant = 'acme' AND key = $1",
+        headers["Idempotency-Key"],
+    )
+    second = await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert "idempotent-replayed" not in second.headers
+    assert first.json()["record_id"] != second.json()["record_id"]
+
+
+async def test_the_ttl_is_configurable(client, auth, samples, db):
+    headers = auth()
+    await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=headers)
+    ttl = await db.fetchval(
+        "SELECT extract(epoch FROM expires_at - created_at) FROM ingest.idempotency_keys WHERE key = $1",
+        headers["Idempotency-Key"],
+    )
+    assert abs(float(ttl) - 86_400) < 5
+
+
+async def test_100_concurrent_requests_with_one_key_make_exactly_one_record(client, auth, samples, db):
+    body = orjson.dumps(samples.native_v1())
+    headers = auth()
+    responses = await asyncio.gather(*(client.post("/v1/ingest", content=body, headers=headers) for _ in range(100)))
+    statuses = Counter(r.status_code for r in responses)
+    assert set(statuses) <= {202, 409}, statuses
+    fresh = [r for r in responses if r.status_code == 202 and "idempotent-replayed" not in r.headers]
+    assert len(fresh) == 1
+    record_ids = {r.json()["record_id"] for r in responses if r.status_code == 202}
+    assert len(record_ids) == 1
+    rows = await db.fetchval(
+        "SELECT count(*) FROM ingest.outbox o JOIN ingest.audit a USING (record_id) WHERE o.record_id = $1::uuid",
+        record_ids.pop(),
+    )
+    assert rows == 1
+    assert all(r.headers.get("retry-after") for r in responses if r.status_code == 409)
