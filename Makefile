@@ -68,7 +68,7 @@ operator: deps ## run the operator locally against $$KUBECONFIG (e.g. the one `m
 
 .PHONY: crd
 crd: deps ## regenerate the CRD (manifests/crd and the chart) from operator/exchange_operator/spec.py
-	@$(PY) hack/gen-crd
+	@bash hack/gen-crd
 
 .PHONY: rbac
 rbac: ## regenerate manifests/rbac/ from the chart

@@ -17,7 +17,7 @@ async def test_a_missing_or_malformed_key_is_400(client, auth, samples):
     headers = auth()
     del headers["Idempotency-Key"]
     assert (await client.post("/v1/ingest", content=body, headers=headers)).status_code == 400
-    for bad in ["x" * 256, "", "   ", "caf\u00e9".encode().decode("latin-1")]:
+    for bad in ["x" * 256, "", "   ", "caf\u00e9".encode()]:
         resp = await client.post("/v1/ingest", content=body, headers=auth(key="k") | {"Idempotency-Key": bad})
         assert resp.status_code == 400, bad
         assert resp.headers["content-type"] == "application/problem+json"
