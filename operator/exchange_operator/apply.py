@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -74,7 +75,9 @@ class KubeClient:
 
         cfg = client.Configuration()
         try:
-            config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            # Read $KUBECONFIG now: the library's default path is frozen when it is first imported.
+            path = os.environ.get("KUBECONFIG") or None
+            config.load_kube_config(config_file=path, client_configuration=cfg)  # type: ignore[no-untyped-call]
         except config.ConfigException:
             config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         ctx: ssl.SSLContext | bool = False

@@ -64,7 +64,11 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
     node = dict(node)
     if "$ref" in node:
         target = copy.deepcopy(defs[node.pop("$ref").rsplit("/", 1)[-1]])
-        node = {**target, **node}  # the field's own description wins over the model docstring
+        # `kubectl explain` shows one description: the field's, then what the model adds.
+        described = [d for d in (node.get("description"), target.get("description")) if d]
+        node = {**target, **node}
+        if len(described) == 2 and described[1] not in described[0]:
+            node["description"] = " ".join(described)
     if "anyOf" in node and not node.get("x-kubernetes-int-or-string"):
         branches = [b for b in node["anyOf"] if b.get("type") != "null"]
         if len(branches) == 1:

@@ -314,22 +314,25 @@ class ExchangePipelineSpec(Model):
 
 
 class Phase(StrEnum):
-    """Summary of a pipeline's state (status.phase)."""
+    """Summary of a pipeline's state (status.phase); absent until the first reconcile.
 
-    PENDING = "Pending"
-    """Accepted; children not applied yet."""
+    Every value is documented in PHASE_MEANINGS, which also feeds the CRD's description.
+    """
+
     PROGRESSING = "Progressing"
-    """Children applied; some components are not ready yet (rollout, first start)."""
     READY = "Ready"
-    """Every component and Job is ready."""
     DEGRADED = "Degraded"
-    """A Job failed or a dependency (a referenced Secret) is missing; the operator retries."""
     SUSPENDED = "Suspended"
-    """spec.suspend is true: services scaled to zero, engines running."""
     FAILED = "Failed"
-    """The spec is invalid; nothing changes until it is fixed."""
-    DELETING = "Deleting"
-    """Deletion in progress (finalizer running)."""
+
+
+PHASE_MEANINGS: dict[Phase, str] = {
+    Phase.PROGRESSING: "children applied, some components not ready yet (rollout, first start)",
+    Phase.READY: "every component and Job is ready",
+    Phase.DEGRADED: "a Job failed or a referenced Secret is missing; the operator retries",
+    Phase.SUSPENDED: "spec.suspend is true: services scaled to zero, engines running",
+    Phase.FAILED: "the spec is invalid; nothing changes until it is fixed",
+}
 
 
 class Condition(Model):
@@ -361,7 +364,9 @@ class ExchangePipelineStatus(Model):
     """Observed state, written by the operator."""
 
     observed_generation: int | None = Field(None, description="metadata.generation last reconciled.")
-    phase: Phase | None = Field(None, description="Summary: " + ", ".join(p.value for p in Phase) + ".")
+    phase: Phase | None = Field(
+        None, description="Summary. " + "; ".join(f"{p.value}: {m}" for p, m in PHASE_MEANINGS.items()) + "."
+    )
     message: str | None = Field(None, description="Why the pipeline is in this phase.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready, Progressing, Degraded.")
     components: dict[str, ComponentStatus] = Field(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
 from exchange.core.errors import ExchangeError
@@ -44,13 +45,15 @@ def tokenize_command(
             raise ExchangeError("--output must differ from --input")
         tokenizer = Tokenizer(secret.value, secret.key_id)
         size = os.path.getsize(input_path)
+        console = Console(stderr=True)  # stdout stays for the summary line
         with Progress(
             TextColumn("tokenizing"),
             BarColumn(),
             DownloadColumn(),
             TransferSpeedColumn(),
             TimeRemainingColumn(),
-            disable=quiet,
+            console=console,
+            disable=quiet or not console.is_terminal,
             transient=True,
         ) as bar:
             task = bar.add_task("tokenize", total=size)

@@ -104,13 +104,13 @@ class OutboxRelay:
         return len(rows)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Publish until `stop` is set; errors back off (1 s doubling to 30 s) and retry."""
-        backoff = 1.0
+        """Publish until `stop` is set; errors back off (0.5 s doubling to RELAY_MAX_BACKOFF) and retry."""
+        backoff = 0.5
         while not stop.is_set():
             try:
                 await self._ensure_listener()
                 published = await self.publish_batch()
-                backoff = 1.0
+                backoff = 0.5
                 if published >= self.settings.relay_batch_size:
                     continue  # more waiting: no sleep
             except asyncio.CancelledError:
@@ -121,7 +121,7 @@ class OutboxRelay:
                 await self._drop_producer()
                 await self._close_listener()
                 await _sleep_or(stop, backoff)
-                backoff = min(backoff * 2, 30.0)
+                backoff = min(backoff * 2, self.settings.relay_max_backoff)
                 continue
             self.wake.clear()
             await _sleep_or(stop, self.settings.relay_poll_seconds, self.wake)

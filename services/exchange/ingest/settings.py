@@ -51,6 +51,9 @@ class IngestSettings(ServiceSettings, DatabaseSettings, S3Settings, KafkaSetting
     relay_publish_timeout: float = Field(
         15.0, alias="RELAY_PUBLISH_TIMEOUT", description="Seconds to wait for broker acks of one batch."
     )
+    relay_max_backoff: float = Field(
+        30.0, alias="RELAY_MAX_BACKOFF", description="Longest wait between retries while Kafka or Postgres is down."
+    )
     relay_metrics_port: int | None = Field(
         None, alias="RELAY_METRICS_PORT", description="Serve /metrics of a standalone relay on this port."
     )

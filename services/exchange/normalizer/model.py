@@ -108,3 +108,19 @@ class Mapped:
         for row in self.rows:
             counts[row.table] = counts.get(row.table, 0) + 1
         return counts
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One event ready to write: its record's identity, its canonical rows, its outgoing event."""
+
+    event_id: uuid.UUID
+    record_id: uuid.UUID
+    tenant: str
+    topic: str
+    partition: int | None
+    offset: int | None
+    record: dict[str, Any]  # canonical.records columns except id
+    mapped: Mapped
+    correlation_id: str
+    traceparent: str

@@ -42,16 +42,18 @@ KINDS = {
 
 
 @functools.cache
-def envelope_validator() -> Draft202012Validator:
-    """The ingest contract's `NativeEnvelope` (v1 | v2) as a JSON Schema 2020-12 validator."""
+def envelope_validator(version: str | None = None) -> Draft202012Validator:
+    """The ingest contract's `NativeEnvelope` (v1 | v2), or one version of it, as a 2020-12 validator."""
     document = load_document(INGEST_CONTRACT)
-    schema = {"$ref": "#/components/schemas/NativeEnvelope", "components": document["components"]}
+    name = {"v1": "NativeEnvelopeV1", "v2": "NativeEnvelopeV2"}.get(version or "", "NativeEnvelope")
+    schema = {"$ref": f"#/components/schemas/{name}", "components": document["components"]}
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
 def validate_envelope(envelope: Any) -> None:
     """PoisonError("schema-invalid") naming the failing pointers when the envelope breaks the contract."""
-    validator = envelope_validator()
+    version = envelope.get("schema_version") if isinstance(envelope, dict) else None
+    validator = envelope_validator(version if isinstance(version, str) else None)
     if not validator.is_valid(envelope):
         pointers = ", ".join(f"{e['pointer']} ({e['reason']})" for e in error_pointers(validator, envelope, 5))
         raise PoisonError("schema-invalid", f"native envelope violates the contract at {pointers}")

@@ -57,6 +57,9 @@ class NormalizerSettings(ServiceSettings, DatabaseSettings, S3Settings, KafkaSet
     normalizer_metrics_port: int | None = Field(
         9102, alias="NORMALIZER_METRICS_PORT", description="/healthz, /readyz, /metrics port; 0 or unset: off."
     )
+    raw_prefix: str = Field(
+        "raw", alias="INGEST_RAW_PREFIX", description="Key prefix of raw objects (ingest writes <prefix>/<tenant>/…)."
+    )
     relay_poll_seconds: float = Field(
         0.5, alias="NORMALIZER_RELAY_POLL_SECONDS", description="Outbox poll interval of the in-process relay."
     )

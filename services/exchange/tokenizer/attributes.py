@@ -118,7 +118,7 @@ _SEX_SHAPE = re.compile(r"^\s*([Mm](ale)?|[Ff](emale)?)\s*$")
 
 
 def sex_component(raw: str) -> str | None:
-    """"MALE" or "FEMALE" for M/Male/F/Female in any case (surrounding blanks allowed), else None."""
+    """ "MALE" or "FEMALE" for M/Male/F/Female in any case (surrounding blanks allowed), else None."""
     if not _SEX_SHAPE.match(raw):
         return None
     return "MALE" if raw.strip()[0] in "Mm" else "FEMALE"
@@ -134,6 +134,8 @@ _DATE_SHAPE = re.compile(
 # Tried in this order; the shapes do not overlap, so the order only matters for speed.
 _DATE_FORMATS = ("%Y-%m-%d", "%Y/%m/%d", "%m/%d/%Y", "%m-%d-%Y", "%d.%m.%Y")
 _TIMESTAMP_FORMATS = ("%Y-%m-%dT%H:%M:%S.%fZ", "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z")
+
+
 def parse_birth_date(raw: str) -> date | None:
     """The calendar date of a supported format, or None (range not checked).
 
@@ -180,7 +182,9 @@ _US_REFUSED_PREFIXES = (
     "000", "555", "888",
 )  # fmt: skip
 _CA_SHAPE = re.compile(r"^\s*[A-Za-z]\d[A-Za-z](\s?\d([A-Za-z]\d?)?)?\s*$")
-_CA_REFUSED = frozenset({"A1A 1A1", "X0X 0X0", "Y0Y 0Y0", "Z0Z 0Z0", "A0A 0A0", "B1B 1B1", "C2C 2C2", "K1A 0A6", "H0H 0H0"})
+_CA_REFUSED = frozenset(
+    {"A1A 1A1", "X0X 0X0", "Y0Y 0Y0", "Z0Z 0Z0", "A0A 0A0", "B1B 1B1", "C2C 2C2", "K1A 0A6", "H0H 0H0"}
+)
 # Government / Santa prefixes refused when the rest of the code is padding.
 _CA_REFUSED_ZIP3 = frozenset({"K1A", "M7A", "H0H"})
 _CA_PADDING = re.compile(r"^(?:000|\d[A-Z]0)$")

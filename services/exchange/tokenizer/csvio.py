@@ -49,6 +49,10 @@ class CsvInputError(ExchangeError):
     """
 
 
+class CsvOutputError(ExchangeError):
+    """The output (or its metadata) cannot be written."""
+
+
 @dataclass
 class TokenizeStats:
     """What one run did; the body of the metadata file."""
@@ -84,11 +88,11 @@ def resolve_columns(header: list[str]) -> dict[str, int]:
     resolved: dict[str, int] = {}
     missing: list[str] = []
     for canonical, aliases in COLUMN_ALIASES.items():
-        index = next((by_name[a.lower()] for a in aliases if a.lower() in by_name), None)
-        if index is None:
-            missing.append(f"{canonical} (or {'/'.join(aliases[1:])})")
+        found = [by_name[a.lower()] for a in aliases if a.lower() in by_name]
+        if found:
+            resolved[canonical] = found[0]
         else:
-            resolved[canonical] = index
+            missing.append(f"{canonical} (or {'/'.join(aliases[1:])})")
     if missing:
         raise CsvInputError(f"missing column(s): {'; '.join(missing)}")
     return resolved
@@ -123,7 +127,11 @@ def tokenize_csv(
             if header is None:
                 raise CsvInputError(f"{source} is empty (no header row)")
             columns = resolve_columns(header)
-            with partial.open("w", encoding="utf-8", newline="") as out:
+            try:
+                out = partial.open("w", encoding="utf-8", newline="")
+            except OSError as exc:
+                raise CsvOutputError(f"cannot write {destination}: {exc.strerror or type(exc).__name__}") from None
+            with out:
                 writer = csv.writer(out, lineterminator="\n")
                 writer.writerow(OUTPUT_HEADER)
                 for chunk in _chunks(reader, columns, source):

@@ -101,10 +101,13 @@ class HmacSha256:
 # Plain `str` flags in the hot path (equal to the Validity members): tuples holding only strings
 # are untracked by the cyclic GC, which otherwise rescans every memo entry on full collections.
 _VALID, _INVALID, _MISSING = str(Validity.VALID.value), str(Validity.INVALID.value), str(Validity.MISSING.value)
-_SIGNATURES = tuple((itemgetter(*rule.components), rule.rule_id) for rule in RULES)
-# Rules whose signatures repeat across people (no birth date, no SSN): their tokens are memoized
-# on the signature. T5 = LAST|FIR|SEX is shared by many people in any real population.
+# Rules whose signatures repeat across people (no birth date, no SSN) get their tokens memoized on
+# the signature: T5 = LAST|FIR|SEX is shared by many people in any real population. They must come
+# last in RULES, so tokens stay in rule order.
 _MEMO_RULES = frozenset({"T5"})
+_HASHED = tuple(itemgetter(*r.components) for r in RULES if r.rule_id not in _MEMO_RULES)
+_MEMOIZED = tuple(itemgetter(*r.components) for r in RULES if r.rule_id in _MEMO_RULES)
+assert [r.rule_id for r in RULES[len(_HASHED) :]] == sorted(_MEMO_RULES), "memoized rules must come last"
 
 
 class Tokenizer:
@@ -118,7 +121,7 @@ class Tokenizer:
         self._mac = HmacSha256(secret)
         self._memo_size = memo_size
         self._memos: tuple[dict[str | None, Any], ...] = tuple({} for _ in range(5))
-        self._token_memo: dict[tuple[str, ...], str] = {}
+        self._token_memo: dict[tuple[bytes, ...], str] = {}
         self._reset_memos()
 
     def _reset_memos(self) -> None:
@@ -152,12 +155,14 @@ class Tokenizer:
         first_memo, last_memo, dob_memo, sex_memo, postal_memo = self._memos
         sha256 = hashlib.sha256
         inner, outer = self._mac.states
-        plan = [(pick, self._token_memo if rule_id in _MEMO_RULES else None) for pick, rule_id in _SIGNATURES]
+        hashed, memoized, token_memo = _HASHED, _MEMOIZED, self._token_memo
         blank, valid, invalid, missing, miss = BLANK_TOKEN, _VALID, _INVALID, _MISSING, _MISS
         new_record = tuple.__new__
         memo_size = self._memo_size
+        # Housekeeping every `mask + 1` records (a power of two no larger than the memo bound).
+        mask = (1 << min(10, max(memo_size, 1).bit_length() - 1)) - 1
         for count, (fn, ln, dob, sex, postal, ssn) in enumerate(people):
-            if not count & 0x3FFF:
+            if not count & mask:
                 if today is None:
                     current = date.today()  # long streams may cross midnight
                 if max(len(self._token_memo), *map(len, self._memos)) > memo_size:
@@ -188,29 +193,34 @@ class Tokenizer:
             if ssn is None:
                 ssn9, n_flag = None, missing
             else:
-                ssn9 = ssn_component(ssn)
-                n_flag = valid if ssn9 is not None else _flag(ssn, None)
+                ssn_text = ssn_component(ssn)
+                ssn9, n_flag = (None, _flag(ssn, None)) if ssn_text is None else (ssn_text.encode(), valid)
 
             row = (last, f_full, f_initial, f_first3, sex_text, dob_text, postal3, ssn9)
-            tokens = []
+            tokens: list[str] = []
             append = tokens.append
-            for pick, memo in plan:
+            for pick in hashed:
                 parts = pick(row)
                 if None in parts:
                     append(blank)
                     continue
-                if memo is not None:
-                    token = memo.get(parts)
-                    if token is not None:
-                        append(token)
-                        continue
                 h_in = inner.copy()
-                h_in.update(sha256("|".join(parts).encode()).hexdigest().encode())
+                h_in.update(sha256(b"|".join(parts)).hexdigest().encode())
                 h_out = outer.copy()
                 h_out.update(h_in.digest())
-                token = b2a_base64(h_out.digest(), newline=False).decode()
-                if memo is not None:
-                    memo[parts] = token
+                append(b2a_base64(h_out.digest(), newline=False).decode())
+            for pick in memoized:
+                parts = pick(row)
+                if None in parts:
+                    append(blank)
+                    continue
+                token = token_memo.get(parts)
+                if token is None:
+                    h_in = inner.copy()
+                    h_in.update(sha256(b"|".join(parts)).hexdigest().encode())
+                    h_out = outer.copy()
+                    h_out.update(h_in.digest())
+                    token = token_memo[parts] = b2a_base64(h_out.digest(), newline=False).decode()
                 append(token)
             yield new_record(TokenizedRecord, (tuple(tokens), (f_flag, l_flag, d_flag, s_flag, p_flag, n_flag)))
 
@@ -221,22 +231,32 @@ def _flag(raw: str, component: object) -> str:
     return _MISSING if not raw.strip() else _INVALID
 
 
-def _entry(normalize: Callable[[str], str | None], raw: str) -> tuple[str | None, str]:
+# Memo entries hold components UTF-8 encoded: signatures are joined as bytes, saving an encode
+# per token (UTF-8 of a join is the join of the UTF-8s).
+def _entry(normalize: Callable[[str], str | None], raw: str | None) -> tuple[bytes | None, str]:
+    if raw is None:  # pre-seeded in the memo; here for completeness
+        return None, _MISSING
     component = normalize(raw)
-    return component, _flag(raw, component)
+    if component is None:
+        return None, _flag(raw, None)
+    return component.encode(), _VALID
 
 
-def _first_entry(raw: str) -> tuple[str | None, str | None, str | None, str]:
+def _first_entry(raw: str | None) -> tuple[bytes | None, bytes | None, bytes | None, str]:
+    if raw is None:
+        return None, None, None, _MISSING
     name = first_name_component(raw)
     if name is None:
         return None, None, None, _flag(raw, None)
-    return name.full, name.initial, name.first3, _VALID
+    return name.full.encode(), name.initial.encode(), name.first3.encode(), _VALID
 
 
-def _dob_entry(raw: str) -> tuple[date | None, str | None, str]:
+def _dob_entry(raw: str | None) -> tuple[date | None, bytes | None, str]:
     """(date, yyyy-MM-dd, flag) with the lower bound applied; the upper bound (today) is checked
     per record because it moves."""
+    if raw is None:
+        return None, None, _MISSING
     born = parse_birth_date(raw)
     if born is None or born < MIN_BIRTH_DATE:
         return None, None, _flag(raw, None)
-    return born, born.isoformat(), _VALID
+    return born, born.isoformat().encode(), _VALID

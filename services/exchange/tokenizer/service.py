@@ -21,7 +21,7 @@ from exchange.core.errors import BadRequest, PayloadTooLarge, Unprocessable, Uns
 from exchange.core.http import read_body_limited
 from exchange.core.logging import get_logger
 from exchange.tokenizer.attributes import ATTRIBUTES
-from exchange.tokenizer.engine import PersonAttributes, Tokenizer, Validity
+from exchange.tokenizer.engine import PersonAttributes, Tokenizer
 from exchange.tokenizer.rules import BLANK_TOKEN, RULE_IDS
 from exchange.tokenizer.settings import TokenizerSettings
 
@@ -55,7 +55,9 @@ class TokenizeMetrics:
         self.attributes = Counter(
             "tokenizer_attributes_total", "Attribute outcomes.", ["attribute", "validity"], registry=registry
         )
-        self.blank_tokens = Counter("tokenizer_blank_tokens_total", "Blank tokens by rule.", ["rule"], registry=registry)
+        self.blank_tokens = Counter(
+            "tokenizer_blank_tokens_total", "Blank tokens by rule.", ["rule"], registry=registry
+        )
 
 
 def _media_type(request: Request) -> str:
@@ -64,7 +66,7 @@ def _media_type(request: Request) -> str:
 
 def _tokenize(tokenizer: Tokenizer, records: list[dict[str, Any]], metrics: TokenizeMetrics) -> list[dict[str, Any]]:
     people = [PersonAttributes(*(r.get(f) for f in FIELDS)) for r in records]
-    outcomes: dict[tuple[str, Validity], int] = {}
+    outcomes: dict[tuple[str, str], int] = {}
     blanks: dict[str, int] = {}
     results: list[dict[str, Any]] = []
     for record, result in zip(records, tokenizer.tokenize_many(people), strict=True):
@@ -82,7 +84,7 @@ def _tokenize(tokenizer: Tokenizer, records: list[dict[str, Any]], metrics: Toke
                 blanks[rule_id] = blanks.get(rule_id, 0) + 1
     metrics.records.inc(len(records))
     for (field_name, flag), n in outcomes.items():
-        metrics.attributes.labels(field_name, flag.value).inc(n)
+        metrics.attributes.labels(field_name, flag).inc(n)
     for rule_id, n in blanks.items():
         metrics.blank_tokens.labels(rule_id).inc(n)
     return results

@@ -78,6 +78,7 @@ def ingest_env(postgres: Any, s3: Any, kafka: Any, jwks_server: Any) -> dict[str
         "INGEST_TOPIC": TOPIC,
         "RELAY_POLL_SECONDS": "0.2",
         "RELAY_PUBLISH_TIMEOUT": "5",
+        "RELAY_MAX_BACKOFF": "1",
         "LOG_JSON": "true",
     }
 
@@ -100,8 +101,8 @@ def ingest_settings(ingest_env: dict[str, str]) -> IngestSettings:
 @pytest.fixture(scope="session")
 async def ingest_app(ingest_settings: IngestSettings, captured_logs: LogCapture) -> AsyncIterator[Any]:
     app = create_app(ingest_settings)
-    async with LifespanManager(app, startup_timeout=30) as manager:
-        yield manager.app
+    async with LifespanManager(app, startup_timeout=30):
+        yield app
 
 
 @pytest.fixture(scope="session")

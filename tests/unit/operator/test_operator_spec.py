@@ -16,7 +16,12 @@ def test_an_empty_spec_is_a_managed_dev_pipeline():
 
 
 def test_fields_are_camel_case_on_the_wire():
-    spec = parse_spec({"volumeClaimDeletionPolicy": "Delete", "auth": {"mode": "jwt", "issuer": "i", "audience": "a", "jwksUrl": "https://x/jwks"}})
+    spec = parse_spec(
+        {
+            "volumeClaimDeletionPolicy": "Delete",
+            "auth": {"mode": "jwt", "issuer": "i", "audience": "a", "jwksUrl": "https://x/jwks"},
+        }
+    )
     assert spec.auth.jwks_url == "https://x/jwks"
     assert spec.volume_claim_deletion_policy == "Delete"
 

@@ -1,0 +1,28 @@
+"""Prometheus metrics of the normalizer. Labels carry classes and outcomes, never ids or values."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class NormalizerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter("normalizer_events_total", "Consumed events by outcome.", ["outcome"], registry=registry)
+        self.dlq = Counter(
+            "normalizer_dlq_total", "Events sent to the dead-letter topic, by error class.", ["error_class"],
+            registry=registry,
+        )  # fmt: skip
+        self.retries = Counter(
+            "normalizer_transient_retries_total", "Batch retries after a transient failure, by dependency.",
+            ["dependency"], registry=registry,
+        )  # fmt: skip
+        self.paused = Gauge("normalizer_paused", "1 while partitions are paused for a backoff.", registry=registry)
+        self.lag = Gauge("normalizer_consumer_lag", "Messages behind the high watermark (all partitions).",
+                         registry=registry)  # fmt: skip
+        self.batch_seconds = Histogram(
+            "normalizer_batch_seconds", "Time to normalize and commit one batch.", registry=registry,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+        )  # fmt: skip
+        self.published = Counter(
+            "normalizer_outbox_published_total", "record.normalized.v1 events published.", registry=registry
+        )

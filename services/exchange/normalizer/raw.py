@@ -1,0 +1,100 @@
+"""The raw zone: fetch a record's object from S3, verify its SHA-256, cut out its line.
+
+Objects are content-addressed and immutable, so a verified object is cached (bounded by bytes,
+least recently used first): a bulk NDJSON object is fetched once for its many events. The cache
+holds raw records (PII) in process memory only, where they are anyway while being normalized.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import OrderedDict
+from typing import Any
+
+import orjson
+from botocore.exceptions import BotoCoreError, ClientError
+
+from exchange.core.errors import DependencyError, PoisonError
+from exchange.normalizer.events import IngestedEvent
+
+_MISSING = frozenset({"NoSuchKey", "404", "NoSuchBucket"})
+
+
+class RawObjects:
+    """Verified raw objects by key, with an LRU byte budget."""
+
+    def __init__(self, s3: Any, budget_bytes: int) -> None:
+        self.s3 = s3
+        self.budget = budget_bytes
+        self._cache: OrderedDict[str, list[bytes]] = OrderedDict()
+        self._sizes: dict[str, int] = {}
+        self._digests: dict[str, str] = {}
+        self._used = 0
+
+    async def lines(self, event: IngestedEvent) -> list[bytes]:
+        """The object's lines (one element for a single record). Raises DependencyError/PoisonError."""
+        cached = self._cache.get(event.key)
+        if cached is not None and self._digests.get(event.key) == event.sha256:
+            self._cache.move_to_end(event.key)
+            return cached
+        data = await self._get(event)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != event.sha256:
+            raise PoisonError("checksum-mismatch", "raw object SHA-256 differs from the event's")
+        lines = data.split(b"\n") if event.line is not None else [data]
+        self._remember(event.key, digest, lines, len(data))
+        return lines
+
+    async def prefetch(self, events: list[IngestedEvent], concurrency: int = 16) -> dict[str, PoisonError]:
+        """Fetch every distinct object of `events` concurrently; poison by key (DependencyError raises)."""
+        gate = asyncio.Semaphore(concurrency)
+        poisoned: dict[str, PoisonError] = {}
+        first = {e.key: e for e in reversed(events)}
+
+        async def one(event: IngestedEvent) -> None:
+            async with gate:
+                try:
+                    await self.lines(event)
+                except PoisonError as exc:
+                    poisoned[event.key] = exc
+
+        await asyncio.gather(*(one(e) for e in first.values()))
+        return poisoned
+
+    async def document(self, event: IngestedEvent) -> Any:
+        """The parsed record the event points at."""
+        lines = await self.lines(event)
+        index = (event.line or 1) - 1
+        if index >= len(lines):
+            raise PoisonError("unmappable", "event line is beyond the raw object")
+        try:
+            return orjson.loads(lines[index])
+        except orjson.JSONDecodeError:
+            raise PoisonError("unmappable", "raw record is not JSON") from None
+
+    async def _get(self, event: IngestedEvent) -> bytes:
+        try:
+            response = await self.s3.get_object(Bucket=event.bucket, Key=event.key)
+            async with response["Body"] as body:
+                data: bytes = await body.read()
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _MISSING:
+                raise PoisonError("raw-missing", "raw object not found") from None
+            raise DependencyError("s3", f"get_object failed ({code or 'error'})") from None
+        except (BotoCoreError, OSError, TimeoutError) as exc:
+            raise DependencyError("s3", type(exc).__name__) from None
+        return data
+
+    def _remember(self, key: str, digest: str, lines: list[bytes], size: int) -> None:
+        if size > self.budget:
+            return
+        while self._used + size > self.budget and self._cache:
+            old, _ = self._cache.popitem(last=False)
+            self._used -= self._sizes.pop(old)
+            self._digests.pop(old, None)
+        self._cache[key] = lines
+        self._sizes[key] = size
+        self._digests[key] = digest
+        self._used += size

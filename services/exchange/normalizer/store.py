@@ -1,0 +1,147 @@
+"""Postgres side of the normalizer: one transaction per batch for canonical rows, inbox and outbox.
+
+`write_batch()` first claims each event id in the inbox (`ON CONFLICT DO NOTHING`): an event seen
+before (redelivery, replay) writes nothing else. Canonical rows are upserts keyed by
+deterministic ids and only touch a row whose values change, so re-processing the same bytes
+leaves the canonical state exactly as it was. Rows are written per table with `executemany`,
+sorted by id, in foreign-key order.
+"""
+
+from __future__ import annotations
+
+import functools
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import asyncpg
+
+from exchange.normalizer.events import normalized_event
+from exchange.normalizer.model import FACT_TABLES, Outcome, Row
+
+TABLE_ORDER = ("subjects", "patients", *FACT_TABLES)
+_NO_TENANT = frozenset({"subjects"})
+_PLACEHOLDER_OK = frozenset({"patients", "encounters"})
+
+
+_INBOX = """
+INSERT INTO normalizer.inbox (event_id, record_id, topic, kafka_partition, kafka_offset)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::int[], $5::bigint[])
+ON CONFLICT (event_id) DO NOTHING
+RETURNING event_id
+"""
+_RECORD_COLUMNS = (
+    "tenant", "source_format", "record_type", "schema_version", "canonical_version",
+    "object_bucket", "object_key", "object_sha256", "line", "received_at",
+)  # fmt: skip
+_RECORD = f"""
+INSERT INTO canonical.records (id, {", ".join(_RECORD_COLUMNS)})
+VALUES ({", ".join(f"${i}" for i in range(1, len(_RECORD_COLUMNS) + 2))})
+ON CONFLICT DO NOTHING
+"""
+_RECORD_ID = "SELECT id FROM canonical.records WHERE tenant = $1 AND object_key = $2 AND line = $3"
+_SUBJECT = """
+INSERT INTO canonical.subjects AS s (id, token_key_id, t1, t2, t3, t4, t5, birth_year, age_over_89, sex, zip3)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+ON CONFLICT (id) DO UPDATE SET
+    age_over_89 = s.age_over_89 OR EXCLUDED.age_over_89,
+    birth_year = CASE WHEN s.age_over_89 OR EXCLUDED.age_over_89 THEN NULL
+                      ELSE COALESCE(EXCLUDED.birth_year, s.birth_year) END,
+    sex = COALESCE(EXCLUDED.sex, s.sex),
+    zip3 = COALESCE(EXCLUDED.zip3, s.zip3),
+    updated_at = now()
+WHERE (s.age_over_89 OR EXCLUDED.age_over_89, COALESCE(EXCLUDED.sex, s.sex), COALESCE(EXCLUDED.zip3, s.zip3),
+       CASE WHEN s.age_over_89 OR EXCLUDED.age_over_89 THEN NULL ELSE COALESCE(EXCLUDED.birth_year, s.birth_year) END)
+      IS DISTINCT FROM (s.age_over_89, s.sex, s.zip3, s.birth_year)
+"""
+_SUBJECT_COLUMNS = ("id", "token_key_id", "t1", "t2", "t3", "t4", "t5", "birth_year", "age_over_89", "sex", "zip3")
+_OUTBOX = """
+INSERT INTO normalizer.outbox (event_id, record_id, topic, payload, correlation_id, traceparent)
+SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::jsonb[], $5::text[], $6::text[])
+ON CONFLICT (event_id) DO NOTHING
+"""
+
+
+@functools.cache
+def upsert_sql(table: str, columns: tuple[str, ...], upsert: bool) -> str:
+    """INSERT … ON CONFLICT (id) that updates only when a value changes (or inserts only)."""
+    names = ", ".join(columns)
+    params = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    head = f"INSERT INTO canonical.{table} AS t ({names}) VALUES ({params}) ON CONFLICT (id) "
+    if not upsert:
+        return head + "DO NOTHING"
+    changing = [c for c in columns if c not in ("id", "tenant")]
+    sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in changing)
+    old = ", ".join(f"t.{c}" for c in changing)
+    new = ", ".join(f"EXCLUDED.{c}" for c in changing)
+    return f"{head}DO UPDATE SET {sets}, updated_at = now() WHERE ROW({old}) IS DISTINCT FROM ROW({new})"
+
+
+def _group(outcomes: Iterable[tuple[Outcome, uuid.UUID]]) -> dict[tuple[str, tuple[str, ...], bool], list[list[Any]]]:
+    """Rows grouped by (table, columns, upsert), placeholders first, each group sorted by id."""
+    groups: dict[tuple[str, tuple[str, ...], bool], dict[uuid.UUID, list[Any]]] = defaultdict(dict)
+    for outcome, record_id in outcomes:
+        for table, entity in outcome.mapped.placeholders:
+            if table in _PLACEHOLDER_OK:
+                groups[(table, ("id", "tenant"), False)].setdefault(entity, [entity, outcome.tenant])
+        rows: list[Row] = outcome.mapped.rows
+        for row in rows:
+            values = dict(row.values)
+            if row.table not in _NO_TENANT:
+                values["tenant"] = outcome.tenant
+                if row.upsert:
+                    values["record_id"] = record_id
+            columns = tuple(values)
+            # The last row for an id in a batch wins, as it would one event after the other.
+            groups[(row.table, columns, row.upsert)][values["id"]] = list(values.values())
+    order = {t: i for i, t in enumerate(TABLE_ORDER)}
+    keys = sorted(groups, key=lambda k: (k[2], order[k[0]], k[1]))
+    # Placeholders (upsert=False) first, so every reference exists before the rows pointing at it.
+    return {k: [groups[k][i] for i in sorted(groups[k])] for k in keys}
+
+
+async def write_batch(conn: asyncpg.Connection, outcomes: Sequence[Outcome], out_topic: str) -> list[Outcome]:
+    """Write `outcomes` in the caller's transaction; returns those whose event id was new."""
+    if not outcomes:
+        return []
+    new_ids = {
+        r["event_id"]
+        for r in await conn.fetch(
+            _INBOX,
+            [o.event_id for o in outcomes],
+            [o.record_id for o in outcomes],
+            [o.topic for o in outcomes],
+            [o.partition for o in outcomes],
+            [o.offset for o in outcomes],
+        )
+    }
+    fresh = []
+    for o in outcomes:  # a duplicate inside the batch counts once, like one after the other
+        if o.event_id in new_ids:
+            new_ids.discard(o.event_id)
+            fresh.append(o)
+    with_ids: list[tuple[Outcome, uuid.UUID]] = []
+    for o in fresh:
+        rec = o.record
+        await conn.execute(_RECORD, o.record_id, *(rec[c] for c in _RECORD_COLUMNS))
+        record_id = await conn.fetchval(_RECORD_ID, rec["tenant"], rec["object_key"], rec["line"])
+        with_ids.append((o, record_id))
+    for (table, columns, upsert), rows in _group(with_ids).items():
+        if table == "subjects":
+            assert columns == _SUBJECT_COLUMNS, "subject rows are built by mapping.bind_subjects"
+            await conn.executemany(_SUBJECT, rows)
+        else:
+            await conn.executemany(upsert_sql(table, columns, upsert), rows)
+    if with_ids:
+        payloads = [normalized_event(o, rid) for o, rid in with_ids]
+        await conn.execute(
+            _OUTBOX,
+            [uuid.UUID(p["event_id"]) for p in payloads],
+            [rid for _, rid in with_ids],
+            [out_topic] * len(payloads),
+            payloads,
+            [o.correlation_id for o, _ in with_ids],
+            [o.traceparent for o, _ in with_ids],
+        )
+    return fresh

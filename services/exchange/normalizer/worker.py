@@ -1,0 +1,332 @@
+"""The normalizer worker: `record.ingested.v1` → canonical rows, exactly once in effect.
+
+Per batch of consumed messages: validate each event, fetch and verify its raw object, map it,
+tokenize the people (one HTTP call), then ONE transaction writes canonical rows, inbox rows and
+`record.normalized.v1` outbox rows; only then are the offsets committed. A crash anywhere before
+the commit redelivers the batch, and the inbox turns what was already written into a no-op.
+
+- Transient failure (Postgres, S3, tokenizer, Kafka for the DLQ): every assigned partition is
+  paused, the batch is retried with exponential backoff and jitter (tenacity) for as long as it
+  takes; while paused the consumer keeps polling so it stays in its group. Nothing is
+  dead-lettered. Resumes by itself.
+- Poison (schema-invalid event, unmappable record, checksum mismatch, missing raw object): the
+  message goes to `record.ingested.v1.dlq` with its original headers plus where it came from and
+  a PII-free reason, its offset is committed with the batch, `normalizer_dlq_total` counts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
+
+from exchange.core.db import create_pool
+from exchange.core.errors import DependencyError, PoisonError
+from exchange.core.kafka import make_consumer, make_producer
+from exchange.core.logging import bind_correlation_id, get_logger
+from exchange.core.settings import load
+from exchange.core.storage import s3_client
+from exchange.normalizer import migrations
+from exchange.normalizer.events import dlq_headers
+from exchange.normalizer.metrics import NormalizerMetrics
+from exchange.normalizer.model import Outcome
+from exchange.normalizer.pipeline import Message, Pipeline
+from exchange.normalizer.raw import RawObjects
+from exchange.normalizer.relay import OutboxRelay
+from exchange.normalizer.settings import NormalizerSettings
+from exchange.normalizer.store import write_batch
+from exchange.normalizer.tokenizer_client import TokenizerClient
+
+log = get_logger(__name__)
+T = TypeVar("T")
+Batch = dict[TopicPartition, list[Any]]
+_SEEN = "SELECT event_id FROM normalizer.inbox WHERE event_id = ANY($1::uuid[])"
+
+
+class Worker:
+    def __init__(
+        self,
+        settings: NormalizerSettings,
+        pool: asyncpg.Pool,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        pipeline: Pipeline,
+        metrics: NormalizerMetrics,
+        relay: OutboxRelay,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.consumer = consumer
+        self.producer = producer
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.relay = relay
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            batch = await self.consumer.getmany(timeout_ms=500, max_records=self.settings.normalizer_batch)
+            if batch:
+                started = time.perf_counter()
+                await self.handle(batch)
+                self.metrics.batch_seconds.observe(time.perf_counter() - started)
+            await self._observe_lag()
+
+    async def handle(self, batch: Batch) -> None:
+        """Process one batch until it succeeds (transient failures wait), then commit its offsets."""
+        messages = [
+            Message(r.topic, r.partition, r.offset, r.key, r.value, r.headers)
+            for records in batch.values()
+            for r in records
+        ]
+        paused = await self._retrying(lambda: self._process(messages))
+        await self._retrying(lambda: self._commit(batch))
+        if paused[0]:
+            self.consumer.resume(*self.consumer.assignment())
+            self.metrics.paused.set(0)
+            log.info("normalizer_resumed")
+        self.relay.wake.set()
+
+    async def _process(self, messages: list[Message]) -> None:
+        with bind_correlation_id():
+            seen = await self._db(lambda conn: conn.fetch(_SEEN, [_event_id(m) for m in messages if _event_id(m)]))
+            prepared = await self.pipeline.prepare(messages, {r["event_id"] for r in seen})
+            fresh = await self._write(prepared.outcomes, prepared.poison, messages)
+            await self._dead_letter(prepared.poison)
+            self.metrics.events.labels("normalized").inc(len(fresh))
+            self.metrics.events.labels("duplicate").inc(len(messages) - len(fresh) - len(prepared.poison))
+            log.info("batch_normalized", messages=len(messages), normalized=len(fresh), poison=len(prepared.poison))
+
+    async def _write(
+        self, outcomes: list[Outcome], poison: list[tuple[Message, PoisonError]], messages: list[Message]
+    ) -> list[Outcome]:
+        topic = self.settings.normalizer_out_topic
+        try:
+            return await self._db(lambda conn: _in_tx(conn, lambda: write_batch(conn, outcomes, topic)))
+        except _RowsRejected:
+            pass
+        # Postgres refused a value (too long, out of range): find the record(s), one at a time.
+        fresh: list[Outcome] = []
+        by_event = {(m.partition, m.offset): m for m in messages}
+        for outcome in outcomes:
+
+            async def one(conn: asyncpg.Connection, o: Outcome = outcome) -> list[Outcome]:
+                async with conn.transaction():
+                    return await write_batch(conn, [o], topic)
+
+            try:
+                fresh += await self._db(one)
+            except _RowsRejected as exc:
+                message = by_event[(outcome.partition or 0, outcome.offset or 0)]
+                poison.append((message, PoisonError("unmappable", f"canonical row refused ({exc.args[0]})")))
+        return fresh
+
+    async def _db(self, fn: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+        try:
+            async with self.pool.acquire(timeout=10) as conn:
+                return await fn(conn)
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+            raise _RowsRejected(type(exc).__name__) from None
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            raise DependencyError("postgres", type(exc).__name__) from None
+
+    async def _dead_letter(self, poison: list[tuple[Message, PoisonError]]) -> None:
+        if not poison:
+            return
+        try:
+            futures = [
+                await self.producer.send(
+                    self.settings.normalizer_dlq_topic,
+                    value=m.value,
+                    key=m.key,
+                    headers=dlq_headers(
+                        m.headers,
+                        topic=m.topic,
+                        partition=m.partition,
+                        offset=m.offset,
+                        error_class=exc.error_class,
+                        message=str(exc),
+                    ),
+                )
+                for m, exc in poison
+            ]
+            await asyncio.gather(*futures)
+        except KafkaError as err:
+            raise DependencyError("kafka", type(err).__name__) from None
+        for m, error in poison:
+            self.metrics.dlq.labels(error.error_class).inc()
+            log.warning(
+                "dead_lettered", error_class=error.error_class, reason=str(error), topic=m.topic,
+                partition=m.partition, offset=m.offset,
+            )  # fmt: skip
+
+    async def _commit(self, batch: Batch) -> None:
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:
+            if type(exc).__name__ in ("CommitFailedError", "IllegalStateError"):
+                # Rebalanced away: the new owner redelivers, and the inbox makes that a no-op.
+                log.warning("commit_skipped_after_rebalance", error_class=type(exc).__name__)
+                return
+            raise DependencyError("kafka", type(exc).__name__) from None
+
+    async def _retrying(self, fn: Callable[[], Awaitable[None]]) -> list[bool]:
+        paused = [False]
+
+        def before_sleep(state: RetryCallState) -> None:
+            exc = state.outcome.exception() if state.outcome else None
+            dependency = getattr(exc, "dependency", "unknown")
+            self.metrics.retries.labels(dependency).inc()
+            if not paused[0]:
+                self.consumer.pause(*self.consumer.assignment())
+                self.metrics.paused.set(1)
+                paused[0] = True
+            log.warning(
+                "transient_failure", dependency=dependency, reason=str(exc), attempt=state.attempt_number,
+                retry_in=round(state.next_action.sleep if state.next_action else 0, 2),
+            )  # fmt: skip
+
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type(DependencyError),
+            wait=wait_exponential_jitter(initial=0.2, max=self.settings.normalizer_backoff_max, jitter=1.0),
+            sleep=self._paused_sleep,
+            before_sleep=before_sleep,
+            reraise=True,
+        ):
+            with attempt:
+                await fn()
+        return paused
+
+    async def _paused_sleep(self, seconds: float) -> None:
+        """Wait while polling (so the group keeps us); records of newly assigned partitions are put back."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            got = await self.consumer.getmany(timeout_ms=max(1, int(min(left, 1.0) * 1000)))
+            for tp, records in got.items():
+                if records:
+                    self.consumer.seek(tp, records[0].offset)
+            if got:
+                self.consumer.pause(*got)
+            self.consumer.pause(*self.consumer.assignment())
+
+    async def _observe_lag(self) -> None:
+        lag = 0
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is not None:
+                with contextlib.suppress(Exception):
+                    lag += max(0, high - await self.consumer.position(tp))
+        self.metrics.lag.set(lag)
+
+
+class _RowsRejected(Exception):
+    """Postgres refused a value of the batch (not transient)."""
+
+
+async def _in_tx(conn: asyncpg.Connection, fn: Callable[[], Awaitable[T]]) -> T:
+    async with conn.transaction():
+        return await fn()
+
+
+def _event_id(message: Message) -> str | None:
+    for key, value in message.headers or ():
+        if key == "event_id":
+            text = value.decode("ascii", "replace")
+            return text if len(text) == 36 else None
+    return None
+
+
+async def _until_up(what: str, fn: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T | None:
+    """Start-up: retry `fn` with backoff until it works (engines may start after us)."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            return await fn()
+        except (DependencyError, OSError, KafkaError, asyncpg.PostgresError) as exc:
+            log.warning("dependency_unavailable_at_start", dependency=what, error_class=type(exc).__name__)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            delay = min(delay * 2, 10.0)
+    return None
+
+
+async def _serve_http(settings: NormalizerSettings, registry: CollectorRegistry, pool: asyncpg.Pool) -> Any:
+    import uvicorn
+
+    from exchange.core.db import pool_readiness
+    from exchange.core.http import create_service_app
+
+    app = create_service_app("normalizer", registry=registry, readiness={"postgres": pool_readiness(pool)})
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.normalizer_metrics_port or 0, log_config=None, access_log=False
+    )
+    server = uvicorn.Server(config)
+    return server, asyncio.create_task(server.serve())
+
+
+async def run_from_env() -> None:
+    """`exchange serve normalizer`: run until SIGTERM/SIGINT."""
+    settings = load(NormalizerSettings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run(settings, stop)
+
+
+async def run(settings: NormalizerSettings, stop: asyncio.Event, registry: CollectorRegistry | None = None) -> None:
+    """Run the worker (and its outbox relay) until `stop` is set."""
+    registry = registry or CollectorRegistry()
+    metrics = NormalizerMetrics(registry)
+    dsn = settings.database_url.get_secret_value()
+    if settings.migrate_on_start and await _until_up("postgres", lambda: migrations.upgrade(dsn), stop) is None:
+        return
+    pool = await _until_up("postgres", lambda: create_pool(settings), stop)
+    if pool is None:
+        return
+    tokenizer = TokenizerClient(
+        settings.tokenizer_url, settings.tokenizer_bearer, timeout=settings.tokenizer_timeout,
+        batch_size=settings.tokenizer_batch,
+    )  # fmt: skip
+    producer = make_producer(settings)
+    consumer = make_consumer(
+        settings, settings.normalizer_topic, group_id=settings.normalizer_group,
+        max_poll_records=settings.normalizer_batch, max_partition_fetch_bytes=4 * 1024 * 1024,
+    )  # fmt: skip
+    http = None
+    try:
+        async with s3_client(settings) as s3:
+            await _until_up("kafka", producer.start, stop)
+            await _until_up("kafka", consumer.start, stop)
+            if stop.is_set():
+                return
+            if settings.normalizer_metrics_port:
+                http = await _serve_http(settings, registry, pool)
+            relay = OutboxRelay(pool, producer, poll=settings.relay_poll_seconds)
+            pipeline = Pipeline(RawObjects(s3, settings.normalizer_object_cache_bytes), tokenizer, settings.id_key)
+            worker = Worker(settings, pool, consumer, producer, pipeline, metrics, relay)
+            relay_task = asyncio.create_task(relay.run(stop))
+            log.info("normalizer_started", topic=settings.normalizer_topic, group=settings.normalizer_group)
+            try:
+                await worker.run(stop)
+            finally:
+                stop.set()
+                await relay_task
+    finally:
+        if http is not None:
+            http[0].should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(http[1], timeout=5)
+        for closer in (consumer.stop, producer.stop, tokenizer.aclose, pool.close):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(closer(), timeout=10)
+        log.info("normalizer_stopped")

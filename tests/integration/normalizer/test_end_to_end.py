@@ -1,0 +1,113 @@
+"""Synthea NDJSON → raw objects + record.ingested.v1 → the worker → canonical rows; no PII anywhere."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from exchange.core.contracts import event_validator
+
+from .conftest import TENANT, Stack, synthea_lines, wait_for
+
+TYPES = ("Patient", "Encounter", "Condition", "Immunization", "AllergyIntolerance", "Procedure")
+TABLES = {"Encounter": "encounters", "Condition": "conditions", "Immunization": "immunizations",
+          "AllergyIntolerance": "allergy_intolerances", "Procedure": "procedures"}  # fmt: skip
+CANARY = {
+    "schema_version": "v1",
+    "record_type": "condition",
+    "source": {"system": "canary-ehr", "record_id": "canary-1"},
+    "subject": {"name": "Zebulon Quuxcanary", "birth_date": "1961-07-04", "sex": "male", "ssn": "078-05-1120",
+                "postal_code": "94110"},
+    "data": {"code": {"system": "http://snomed.info/sct", "code": "44054006"},
+             "note": "Zebulon Quuxcanary lives at 1 Canary Street, phone 415-555-0199"},
+}  # fmt: skip
+CANARIES = ("Zebulon", "Quuxcanary", "1961-07-04", "078-05-1120", "078051120", "94110", "Canary Street", "555-0199")
+
+
+def synthea_pii() -> set[str]:
+    values: set[str] = set()
+    for line in synthea_lines("Patient"):
+        patient = orjson.loads(line)
+        for name in patient.get("name", []):
+            values.add(name["family"])
+            values.update(name.get("given", []))
+        values.add(patient["birthDate"])
+        values.update(i["value"] for i in patient.get("identifier", []) if "us-ssn" in i.get("system", ""))
+        values.update(t["value"] for t in patient.get("telecom", []))
+        for address in patient.get("address", []):
+            values.update(address.get("line", []))
+    return {v for v in values if len(v) >= 5}
+
+
+async def read_topic(stack: Stack, topic: str, expected: int, timeout: float = 60) -> list:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=stack.bootstrap, auto_offset_reset="earliest",
+                                group_id=None, enable_auto_commit=False)  # fmt: skip
+    await consumer.start()
+    got: list = []
+    try:
+        async with asyncio.timeout(timeout):
+            while len(got) < expected:
+                batch = await consumer.getmany(timeout_ms=500)
+                for records in batch.values():
+                    got.extend(records)
+    finally:
+        await consumer.stop()
+    return got
+
+
+async def test_synthea_ndjson_is_normalized_end_to_end_without_pii(stack: Stack) -> None:
+    events, counts = [], {}
+    for resource_type in TYPES:
+        lines = synthea_lines(resource_type)
+        counts[resource_type] = len(lines)
+        events += await stack.ingest_ndjson(lines)
+    events += await stack.ingest_ndjson([orjson.dumps(CANARY)], content_type="application/x-ndjson")
+    await stack.publish(events)
+    stack.start_worker()
+
+    async def all_done() -> bool:
+        return await stack.count("normalizer.inbox") == len(events)
+
+    await wait_for(all_done, timeout=120, what="every event in the inbox")
+
+    # every line is one canonical record and one fact of its type
+    assert await stack.count("canonical.records") == len(events)
+    for resource_type, table in TABLES.items():
+        assert await stack.count(f"canonical.{table}") == counts[resource_type], table
+    assert await stack.count("canonical.conditions") == counts["Condition"] + 1  # + the native canary
+    # every reference resolves to a patient that arrived, linked to a subject
+    orphans = await stack.fetch(
+        "SELECT count(*) AS n FROM canonical.encounters e JOIN canonical.patients p ON p.id = e.patient_id"
+        " WHERE p.record_id IS NULL OR p.subject_id IS NULL"
+    )
+    assert orphans[0]["n"] == 0
+    patients = await stack.fetch("SELECT * FROM canonical.patients WHERE record_id IS NOT NULL")
+    assert len(patients) == counts["Patient"]
+    subjects = await stack.fetch("SELECT * FROM canonical.subjects")
+    assert counts["Patient"] <= len(subjects) <= counts["Patient"] + 1
+    assert all(s["zip3"] is None or len(s["zip3"]) == 3 for s in subjects)
+    assert any(s["age_over_89"] and s["birth_year"] is None for s in subjects)  # a Synthea patient born 1927
+    linked = await stack.fetch(
+        "SELECT count(*) AS n FROM canonical.procedures f JOIN canonical.encounters e ON e.id = f.encounter_id"
+        " WHERE e.record_id IS NOT NULL"
+    )
+    assert linked[0]["n"] == counts["Procedure"]
+
+    # record.normalized.v1: one per event, on contract
+    normalized = await read_topic(stack, stack.out_topic, len(events))
+    validator = event_validator("record.normalized.v1")
+    for message in normalized:
+        validator.validate(orjson.loads(message.value))
+    assert {orjson.loads(m.value)["tenant"] for m in normalized} == {TENANT}
+
+    # PII canaries: not in the canonical schema, not on the output topic, not in the worker's log
+    state = repr(await stack.canonical_state()) + repr(await stack.fetch("SELECT * FROM normalizer.outbox"))
+    topic_text = b"\n".join(m.value + b"".join(v for _, v in m.headers) for m in normalized).decode()
+    log_text = stack.log_text()
+    assert "batch_normalized" in log_text
+    for canary in (*CANARIES, *synthea_pii()):
+        assert canary not in state, "PII in canonical tables"
+        assert canary not in topic_text, "PII on record.normalized.v1"
+        assert canary not in log_text, "PII in the worker log"

@@ -1,0 +1,185 @@
+"""FHIR R4 and native records → canonical rows: codes kept, PII and free text never."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from exchange.core.errors import PoisonError
+from exchange.normalizer.deid import CanonicalIds
+from exchange.normalizer.mapping import bind_subjects, map_record
+from exchange.normalizer.model import NATIVE_PATIENT, TokenSet
+
+DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "fhir" / "synthea-10-patients"
+TODAY = date(2026, 1, 1)
+IDS = CanonicalIds(b"test-key", "acme")
+TOKENS = TokenSet("k1", ("a" * 44, "b" * 44, "c" * 44, "d" * 44, "e" * 44))
+
+
+def first(resource_type: str) -> dict:
+    with (DATA / f"{resource_type}.ndjson").open() as f:
+        return json.loads(f.readline())
+
+
+def fhir(resource, fallback="object:x:1"):
+    return map_record(resource, source_format="fhir", ids=IDS, fallback_id=fallback, today=TODAY)
+
+
+def all_strings(value) -> set[str]:
+    if isinstance(value, dict):
+        return set().union(*(all_strings(v) for v in value.values())) if value else set()
+    if isinstance(value, list):
+        return set().union(*(all_strings(v) for v in value)) if value else set()
+    return {value} if isinstance(value, str) else set()
+
+
+def test_a_synthea_patient_gives_a_person_to_tokenize_and_only_safe_harbor_demographics():
+    patient = first("Patient")
+    mapped = fhir(patient)
+    (link,) = mapped.persons
+    assert link.patient_id == IDS.of("Patient", patient["id"])
+    assert link.person.last_name == patient["name"][0]["family"]
+    assert link.person.ssn and link.person.birth_date == patient["birthDate"]
+    assert "redacted" in repr(link.person) and patient["name"][0]["family"] not in repr(link.person)
+    assert link.demographics.sex == patient["gender"]
+    assert link.demographics.zip3 is None or len(link.demographics.zip3) == 3
+    (row,) = mapped.rows
+    assert row.table == "patients" and set(row.values) == {"id", "subject_id", "deceased"}
+
+
+def test_an_encounter_keeps_codes_and_dates_and_resolves_its_patient():
+    encounter = first("Encounter")
+    mapped = fhir(encounter)
+    (row,) = mapped.rows
+    values = row.values
+    assert row.table == "encounters"
+    assert values["id"] == IDS.of("Encounter", encounter["id"])
+    patient_ref = encounter["subject"]["reference"].split("/")[1]
+    assert values["patient_id"] == IDS.of("Patient", patient_ref)
+    assert ("patients", values["patient_id"]) in mapped.placeholders
+    assert values["code"] == encounter["type"][0]["coding"][0]["code"]
+    assert values["code_system"] == "http://snomed.info/sct"
+    assert values["class_code"] == "AMB" and values["status"] == "finished"
+    assert values["period_start"].isoformat().startswith(encounter["period"]["start"][:19])
+    # display texts (which here carry a person's name) are gone
+    assert encounter["subject"]["display"] not in all_strings(values)
+    assert not any("display" in c for c in values["codings"])
+
+
+@pytest.mark.parametrize("resource_type", ["Condition", "Immunization", "AllergyIntolerance", "Procedure"])
+def test_every_synthea_resource_type_maps_with_its_encounter_and_patient(resource_type):
+    resource = first(resource_type)
+    mapped = fhir(resource)
+    (row,) = mapped.rows
+    assert row.values["patient_id"] is not None
+    assert row.values["code"]
+    if "encounter" in resource:
+        assert row.values["encounter_id"] == IDS.of("Encounter", resource["encounter"]["reference"].split("/")[1])
+
+
+def test_every_line_of_the_synthea_sample_maps():
+    for path in DATA.glob("*.ndjson"):
+        for line in path.read_text().splitlines():
+            assert fhir(json.loads(line)).rows
+
+
+def test_an_observation_keeps_value_and_unit_but_not_free_text():
+    obs = {
+        "resourceType": "Observation", "id": "o1", "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category",
+                                  "code": "vital-signs"}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2", "display": "Body Height"}],
+                 "text": "Height of Jane Doe"},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2020-01-02T03:04:05Z",
+        "valueQuantity": {"value": 170.2, "unit": "cm", "system": "http://unitsofmeasure.org", "code": "cm"},
+        "note": [{"text": "patient Jane Doe, 555-1234"}],
+    }  # fmt: skip
+    (row,) = fhir(obs).rows
+    assert (row.values["code"], str(row.values["value_num"]), row.values["value_unit"]) == ("8302-2", "170.2", "cm")
+    assert row.values["category"] == "vital-signs"
+    assert not any("Jane" in s or "555" in s for s in all_strings(row.values))
+
+
+def test_a_bundle_resolves_urn_uuid_references_between_its_entries():
+    bundle = {
+        "resourceType": "Bundle", "type": "collection",
+        "entry": [
+            {"fullUrl": "urn:uuid:aaaa", "resource": {"resourceType": "Patient", "id": "aaaa", "gender": "male"}},
+            {"fullUrl": "urn:uuid:bbbb", "resource": {
+                "resourceType": "Encounter", "id": "bbbb", "status": "finished", "class": {"code": "AMB"},
+                "subject": {"reference": "urn:uuid:aaaa"}}},
+            {"resource": {"resourceType": "Condition", "subject": {"reference": "urn:uuid:aaaa"},
+                          "encounter": {"reference": "urn:uuid:bbbb"},
+                          "code": {"coding": [{"system": "http://snomed.info/sct", "code": "1"}]}}},
+        ],
+    }  # fmt: skip
+    mapped = fhir(bundle, fallback="object:abc:0")
+    patients, encounters, conditions = mapped.rows
+    assert encounters.values["patient_id"] == patients.values["id"] == IDS.of("Patient", "aaaa")
+    assert conditions.values["encounter_id"] == encounters.values["id"]
+    assert conditions.values["id"] == IDS.of("Condition", "object:abc:0:/entry/2/resource")
+
+
+@pytest.mark.parametrize(
+    ("resource", "pointer"),
+    [
+        ({"resourceType": "Medication"}, "/resourceType"),
+        ({"resourceType": "Condition", "subject": {"reference": "Patient?identifier=x|1"}}, "/subject"),
+        ({"resourceType": "Condition", "subject": {"reference": "Group/g1"}}, "/subject"),
+        ({"resourceType": "Procedure", "status": "completed", "subject": {"reference": "Patient/p"},
+          "performedDateTime": "yesterday"}, "/performedDateTime"),
+        ({"resourceType": "Encounter", "status": "finished", "class": {"code": "A\nB"},
+          "subject": {"reference": "Patient/p"}}, "/class/code"),
+    ],
+)  # fmt: skip
+def test_unmappable_records_are_poison_naming_the_element_never_the_value(resource, pointer):
+    with pytest.raises(PoisonError) as caught:
+        fhir(resource)
+    assert caught.value.error_class == "unmappable"
+    assert pointer in str(caught.value)
+    assert "yesterday" not in str(caught.value)
+
+
+NATIVE = {
+    "schema_version": "v1",
+    "record_type": "observation",
+    "source": {"system": "ehr-a", "record_id": "obs-9"},
+    "occurred_at": "2024-03-04T05:06:07Z",
+    "subject": {"name": "Ada Lovelace", "birth_date": "1990-12-10", "sex": "female", "postal_code": "89301"},
+    "data": {"code": {"system": "http://loinc.org", "code": "718-7"}, "value": 13.5, "unit": "g/dL",
+             "encounter": "enc-1", "comment": "Ada feels fine"},
+}  # fmt: skip
+
+
+def test_a_native_v1_record_maps_after_upcast_and_links_to_the_subjects_patient():
+    mapped = map_record(NATIVE, source_format="native", ids=IDS, fallback_id="object:n:1", today=TODAY)
+    assert mapped.canonical_version == "v2"
+    (link,) = mapped.persons
+    assert (link.person.first_name, link.person.last_name, link.person.postal_code) == ("Ada", "Lovelace", "89301")
+    assert link.demographics.zip3 == "000" and link.demographics.birth_year == 1990
+    (row,) = mapped.rows
+    assert row.values["patient_id"] == NATIVE_PATIENT
+    assert row.values["encounter_id"] == IDS.of("Encounter", "native:ehr-a|enc-1")
+    assert "Ada feels fine" not in all_strings(row.values)
+    bind_subjects(mapped, [TOKENS], IDS, "object:n:1")
+    subject, observation, patient = mapped.rows
+    assert subject.table == "subjects" and subject.values["zip3"] == "000"
+    assert patient.table == "patients" and not patient.upsert and patient.values["subject_id"] == subject.values["id"]
+    assert observation.values["patient_id"] == patient.values["id"]
+
+
+def test_blank_tokens_make_no_subject():
+    mapped = map_record(NATIVE, source_format="native", ids=IDS, fallback_id="object:n:1", today=TODAY)
+    bind_subjects(mapped, [TokenSet("k1", ("0" * 64,) * 5)], IDS, "object:n:1")
+    assert [r.table for r in mapped.rows] == ["observations", "patients"]
+    assert mapped.rows[1].values["subject_id"] is None
+
+
+def test_a_native_record_without_a_code_is_unmappable():
+    record = {**NATIVE, "data": {"value": 1}}
+    with pytest.raises(PoisonError, match="/data/code"):
+        map_record(record, source_format="native", ids=IDS, fallback_id="x", today=TODAY)

@@ -1,0 +1,222 @@
+"""Builders, without a cluster: names, labels, selectors, probes, security, managed vs external."""
+
+import pytest
+
+from exchange_operator.apply import adopt_all
+from exchange_operator.builders import build_children
+from exchange_operator.builders.common import CONFIG_HASH_ANNOTATION, selector_labels
+from exchange_operator.builders.deployments import build_deployment, build_ingest_deployment
+from exchange_operator.builders.ingress import build_ingresses, endpoint_url
+from exchange_operator.builders.jobs import build_job
+from exchange_operator.builders.network import build_network_policies
+from exchange_operator.builders.statefulsets import build_postgres_statefulset, build_statefulsets
+from exchange_operator.spec import COMPONENTS, parse_spec
+
+OWNER = {
+    "apiVersion": "exchange.dev/v1alpha1",
+    "kind": "ExchangePipeline",
+    "metadata": {"name": "demo", "namespace": "health", "uid": "uid-1", "labels": {"team": "data"}},
+}
+
+
+def _container(manifest):
+    return manifest["spec"]["template"]["spec"]["containers"][0]
+
+
+def _env(container):
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def _kinds(children):
+    return sorted({c["kind"] for c in children})
+
+
+def test_a_managed_pipeline_has_every_kind_of_child(spec, meta):
+    children = build_children(spec, meta)
+    assert _kinds(children) == sorted(
+        ["ConfigMap", "Service", "NetworkPolicy", "StatefulSet", "Deployment", "PodDisruptionBudget", "Job"]
+    )
+    names = [(c["kind"], c["metadata"]["name"]) for c in children]
+    assert len(names) == len(set(names))
+    assert {c["metadata"]["namespace"] for c in children} == {"health"}
+
+
+def test_every_child_is_labelled_and_owned_after_adoption(spec, meta):
+    children = adopt_all(build_children(spec, meta), OWNER)
+    for child in children:
+        labels = child["metadata"]["labels"]
+        assert labels["app.kubernetes.io/managed-by"] == "exchange-operator"
+        assert labels["exchange.dev/pipeline"] == "demo"
+        assert labels["team"] == "data"  # owner labels are inherited
+        (ref,) = child["metadata"]["ownerReferences"]
+        assert ref["uid"] == "uid-1" and ref["controller"] is True and ref["blockOwnerDeletion"] is True
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_a_service_deployment_selects_its_own_pods_and_probes_them(spec, meta, component):
+    dep = build_deployment(spec, meta, component)
+    assert dep["metadata"]["name"] == f"demo-{component}"
+    selector = dep["spec"]["selector"]["matchLabels"]
+    assert selector == selector_labels(meta, component)
+    assert selector.items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    c = _container(dep)
+    assert c["command"] == ["exchange", "serve", component]
+    assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert c["resources"]["requests"] == {"cpu": "100m", "memory": "256Mi"}
+    assert c["envFrom"] == [{"configMapRef": {"name": "demo-config"}}]
+
+
+@pytest.mark.parametrize("component", COMPONENTS)
+def test_every_container_runs_restricted(spec, meta, component):
+    dep = build_deployment(spec, meta, component)
+    pod = dep["spec"]["template"]["spec"]
+    sc = _container(dep)["securityContext"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert pod["automountServiceAccountToken"] is False
+
+
+def test_all_workloads_in_the_tree_run_restricted(spec, meta):
+    for child in build_children(spec, meta):
+        if child["kind"] in {"Deployment", "StatefulSet", "Job"}:
+            for c in child["spec"]["template"]["spec"]["containers"]:
+                assert c["securityContext"]["allowPrivilegeEscalation"] is False, child["metadata"]["name"]
+                assert c["securityContext"]["readOnlyRootFilesystem"] is True, child["metadata"]["name"]
+
+
+def test_only_the_tokenizer_gets_the_tokenization_secret(spec, meta):
+    for component in COMPONENTS:
+        dep = build_deployment(spec, meta, component)
+        secret_volumes = [v for v in dep["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+        has = "TOKENIZATION_SECRET_FILE" in _env(_container(dep))
+        assert has == (component == "tokenizer") == bool(secret_volumes)
+
+
+def test_each_service_gets_its_own_database_role(spec, meta):
+    keys = {
+        c: _env(_container(build_deployment(spec, meta, c))).get("DATABASE_URL", {}).get("valueFrom", {})
+        for c in COMPONENTS
+    }
+    assert keys["query"]["secretKeyRef"] == {"name": "demo-postgres-credentials", "key": "query-url"}
+    assert keys["ingest"]["secretKeyRef"]["key"] == "ingest-url"
+    assert keys["tokenizer"] == {}
+
+
+def test_managed_engines_are_statefulsets_with_claims(spec, meta):
+    sets = build_statefulsets(spec, meta)
+    assert [s["metadata"]["name"] for s in sets] == ["demo-postgres", "demo-redpanda", "demo-minio"]
+    for sts in sets:
+        (claim,) = sts["spec"]["volumeClaimTemplates"]
+        assert claim["spec"]["resources"]["requests"]["storage"] == "10Gi"
+        assert claim["metadata"]["labels"]["exchange.dev/pipeline"] == "demo"
+        assert sts["spec"]["serviceName"].endswith("-hl")
+        assert sts["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"] == "Retain"
+
+
+def test_storage_class_and_size_come_from_the_spec(meta):
+    spec = parse_spec({"engines": {"postgres": {"managed": {"storage": {"size": "50Gi", "storageClassName": "ssd"}}}}})
+    claim = build_postgres_statefulset(spec, meta)["spec"]["volumeClaimTemplates"][0]["spec"]
+    assert claim["storageClassName"] == "ssd"
+    assert claim["resources"]["requests"]["storage"] == "50Gi"
+
+
+def test_external_engines_build_no_statefulset_and_read_the_users_secret(external_spec, meta):
+    children = build_children(external_spec, meta)
+    assert not [c for c in children if c["kind"] == "StatefulSet"]
+    assert [c["metadata"]["name"] for c in children if c["kind"] == "Service"] == [f"demo-{c}" for c in COMPONENTS]
+    env = _env(_container(build_ingest_deployment(external_spec, meta)))
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "pg", "key": "ingest-url"}
+    assert env["KAFKA_BOOTSTRAP_SERVERS"]["valueFrom"]["secretKeyRef"]["name"] == "kafka"
+    assert env["S3_ENDPOINT_URL"]["valueFrom"]["secretKeyRef"]["name"] == "s3"
+    tokenizer = build_deployment(external_spec, meta, "tokenizer")
+    (secret_volume,) = [v for v in tokenizer["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+    assert secret_volume["secret"]["secretName"] == "tok"
+    assert secret_volume["secret"]["items"] == [{"key": "k", "path": "secret"}]
+
+
+def test_suspend_scales_the_services_to_zero_but_not_the_engines(meta):
+    spec = parse_spec({"suspend": True, "components": {"ingest": {"replicas": 3}}})
+    children = build_children(spec, meta)
+    assert {c["spec"]["replicas"] for c in children if c["kind"] == "Deployment"} == {0}
+    assert {c["spec"]["replicas"] for c in children if c["kind"] == "StatefulSet"} == {1}
+
+
+def test_replicas_and_image_overrides(meta):
+    spec = parse_spec({"image": {"tag": "2.0"}, "components": {"query": {"replicas": 3, "image": "q:9"}}})
+    assert build_deployment(spec, meta, "query")["spec"]["replicas"] == 3
+    assert _container(build_deployment(spec, meta, "query"))["image"] == "q:9"
+    assert _container(build_deployment(spec, meta, "ingest"))["image"] == "exchange:2.0"
+
+
+def test_a_config_change_rolls_the_pods(spec, meta):
+    before = build_ingest_deployment(spec, meta)["spec"]["template"]["metadata"]["annotations"]
+    jwt = parse_spec({"auth": {"mode": "jwt", "issuer": "i", "audience": "a", "jwksUrl": "https://i/jwks"}})
+    after = build_ingest_deployment(jwt, meta)["spec"]["template"]["metadata"]["annotations"]
+    assert before[CONFIG_HASH_ANNOTATION] != after[CONFIG_HASH_ANNOTATION]
+
+
+def test_only_the_normalizer_reaches_the_tokenizer(spec, meta):
+    policies = {p["metadata"]["name"]: p for p in build_network_policies(spec, meta)}
+    tok = policies["demo-tokenizer"]["spec"]
+    assert tok["podSelector"]["matchLabels"]["app.kubernetes.io/name"] == "tokenizer"
+    (rule,) = tok["ingress"]
+    assert [f["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for f in rule["from"]] == ["normalizer"]
+
+
+def test_only_engine_clients_reach_the_engines(spec, meta):
+    policies = {p["metadata"]["name"]: p for p in build_network_policies(spec, meta)}
+    assert set(policies) == {"demo-tokenizer", "demo-postgres", "demo-redpanda", "demo-minio"}
+    clients = policies["demo-postgres"]["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
+    assert clients == {"exchange.dev/pipeline": "demo", "exchange.dev/engine-client": "true"}
+    labelled = {
+        c: build_deployment(spec, meta, c)["spec"]["template"]["metadata"]["labels"].get("exchange.dev/engine-client")
+        for c in COMPONENTS
+    }
+    assert labelled == {"ingest": "true", "tokenizer": None, "normalizer": "true", "query": "true"}
+
+
+def test_ingress_has_class_hosts_and_tls(meta):
+    spec = parse_spec(
+        {
+            "ingress": {
+                "enabled": True,
+                "className": "nginx",
+                "ingest": {"host": "in.example.org"},
+                "query": {"host": "q.example.org"},
+                "tls": {"secretName": "tls", "hosts": ["in.example.org", "q.example.org"]},
+            }
+        }
+    )
+    ingresses = {i["metadata"]["name"]: i["spec"] for i in build_ingresses(spec, meta)}
+    assert set(ingresses) == {"demo-ingest", "demo-query"}
+    ing = ingresses["demo-ingest"]
+    assert ing["ingressClassName"] == "nginx"
+    assert ing["rules"][0]["host"] == "in.example.org"
+    assert ing["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] == "demo-ingest"
+    assert ing["tls"] == [{"hosts": ["in.example.org", "q.example.org"], "secretName": "tls"}]
+    assert endpoint_url(spec, meta, "query") == "https://q.example.org/graphql"
+
+
+def test_without_ingress_the_endpoints_are_in_cluster(spec, meta):
+    assert build_ingresses(spec, meta) == []
+    assert endpoint_url(spec, meta, "ingest") == "http://demo-ingest.health.svc"
+
+
+def test_jobs_migrate_and_bootstrap_and_are_renamed_when_the_image_changes(spec, meta):
+    migrate = build_job(spec, meta, "migrate")
+    assert _container(migrate)["command"] == ["exchange", "migrate"]
+    assert _env(_container(migrate))["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "migrate-url"
+    assert _container(build_job(spec, meta, "bootstrap"))["command"] == ["exchange", "bootstrap"]
+    newer = parse_spec({"image": {"tag": "0.2.0"}})
+    assert build_job(newer, meta, "migrate")["metadata"]["name"] != migrate["metadata"]["name"]
+    assert build_job(spec, meta, "migrate")["metadata"]["name"] == migrate["metadata"]["name"]
+
+
+def test_pdbs_never_block_a_drain(spec, meta):
+    pdbs = [c for c in build_children(spec, meta) if c["kind"] == "PodDisruptionBudget"]
+    assert len(pdbs) == 4
+    assert {p["spec"]["maxUnavailable"] for p in pdbs} == {1}

@@ -1,0 +1,142 @@
+"""Status: phases, conditions with stable transition times, counts, endpoints; drift detection."""
+
+import asyncio
+
+import pytest
+
+from exchange_operator.handlers import drifted, owner_name
+from exchange_operator.reconcile import Serializer
+from exchange_operator.settings import OperatorSettings
+from exchange_operator.spec import PHASE_MEANINGS, Phase, parse_spec
+from exchange_operator.status import build_status, problem_status
+
+
+def deployment(name, desired, ready):
+    return {
+        "kind": "Deployment",
+        "metadata": {"name": f"demo-{name}", "labels": {"app.kubernetes.io/name": name}},
+        "spec": {"replicas": desired},
+        "status": {"readyReplicas": ready},
+    }
+
+
+def job(name, succeeded=0, failed=False):
+    status = {"succeeded": succeeded}
+    if failed:
+        status["conditions"] = [{"type": "Failed", "status": "True"}]
+    return {
+        "kind": "Job",
+        "metadata": {"name": f"demo-{name}-x", "labels": {"app.kubernetes.io/name": name}},
+        "status": status,
+    }
+
+
+def conditions(status):
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_children_not_ready_mean_progressing(spec, meta):
+    status = build_status(spec, meta, 3, [deployment("ingest", 2, 1), job("migrate")], None, "T0")
+    assert status["phase"] == Phase.PROGRESSING
+    assert status["observedGeneration"] == 3
+    assert status["components"]["ingest"] == {"ready": 1, "desired": 2}
+    c = conditions(status)
+    assert c["Ready"]["status"] == "False" and c["Progressing"]["status"] == "True"
+    assert c["Degraded"]["status"] == "False"
+    assert "ingest (1/2)" in status["message"]
+
+
+def test_everything_ready_means_ready(spec, meta):
+    status = build_status(spec, meta, 1, [deployment("ingest", 2, 2), job("migrate", succeeded=1)], None, "T0")
+    assert status["phase"] == Phase.READY
+    assert conditions(status)["Ready"]["reason"] == "AllReady"
+    assert status["endpoints"]["ingest"] == "http://demo-ingest.health.svc"
+
+
+def test_a_failed_job_degrades(spec, meta):
+    status = build_status(spec, meta, 1, [job("migrate", failed=True)], None, "T0")
+    assert status["phase"] == Phase.DEGRADED
+    assert conditions(status)["Degraded"]["reason"] == "JobFailed"
+
+
+def test_suspended_pipelines_say_so(meta):
+    status = build_status(parse_spec({"suspend": True}), meta, 1, [deployment("ingest", 0, 0)], None, "T0")
+    assert status["phase"] == Phase.SUSPENDED
+
+
+def test_transition_time_moves_only_when_the_condition_status_changes(spec, meta):
+    first = build_status(spec, meta, 1, [deployment("ingest", 1, 0)], None, "T0")
+    same = build_status(spec, meta, 1, [deployment("ingest", 1, 0)], first, "T1")
+    assert conditions(same)["Ready"]["lastTransitionTime"] == "T0"
+    ready = build_status(spec, meta, 1, [deployment("ingest", 1, 1)], same, "T2")
+    assert conditions(ready)["Ready"]["lastTransitionTime"] == "T2"
+
+
+def test_an_invalid_spec_is_failed_with_its_reason():
+    status = problem_status(Phase.FAILED, "InvalidSpec", "spec.auth: bad", 4, None, "T0")
+    assert status["phase"] == "Failed"
+    assert conditions(status)["Ready"] == {
+        "type": "Ready",
+        "status": "False",
+        "reason": "InvalidSpec",
+        "message": "spec.auth: bad",
+        "lastTransitionTime": "T0",
+        "observedGeneration": 4,
+    }
+
+
+def test_deletion_of_a_child_is_drift():
+    assert drifted("DELETED", {}, "exchange-operator")
+    assert not drifted("ADDED", {}, "exchange-operator")
+
+
+def test_an_edit_by_another_manager_is_drift_but_status_updates_are_not():
+    ours = {"manager": "exchange-operator", "operation": "Apply", "fieldsV1": {"f:spec": {}}}
+    status = {"manager": "kube-controller-manager", "subresource": "status", "fieldsV1": {"f:status": {}}}
+    annot = {"manager": "kube-controller-manager", "operation": "Update", "fieldsV1": {"f:metadata": {}}}
+    edit = {"manager": "kubectl-edit", "operation": "Update", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+    assert not drifted("MODIFIED", {"metadata": {"managedFields": [ours, status, annot]}}, "exchange-operator")
+    assert drifted("MODIFIED", {"metadata": {"managedFields": [ours, edit]}}, "exchange-operator")
+
+
+def test_the_owner_is_the_controlling_pipeline():
+    refs = [
+        {"apiVersion": "v1", "kind": "Other", "name": "x", "controller": False},
+        {"apiVersion": "exchange.dev/v1alpha1", "kind": "ExchangePipeline", "name": "demo", "controller": True},
+    ]
+    assert owner_name({"metadata": {"ownerReferences": refs}}) == "demo"
+    assert owner_name({"metadata": {}}) is None
+
+
+async def test_a_burst_of_requests_costs_one_extra_run():
+    serializer, runs = Serializer(), []
+
+    async def work():
+        runs.append(1)
+        await asyncio.sleep(0.01)
+
+    await asyncio.gather(*(serializer.run("k", work) for _ in range(10)))
+    assert len(runs) == 2  # the first, then one covering the nine that queued behind it
+
+
+def test_settings_come_from_the_environment():
+    s = OperatorSettings.from_env(
+        {
+            "EXCHANGE_OPERATOR_RESYNC_SECONDS": "5",
+            "EXCHANGE_OPERATOR_NAMESPACES": "a, b",
+            "EXCHANGE_OPERATOR_STANDALONE": "false",
+        }
+    )
+    assert s.resync_seconds == 5.0
+    assert s.namespaces == ("a", "b")
+    assert s.standalone is False
+    assert OperatorSettings.from_env({}) == OperatorSettings()
+
+
+@pytest.mark.parametrize("phase", list(Phase))
+def test_every_phase_is_documented_in_the_crd(phase):
+    from exchange_operator.crd import build_crd
+
+    text = str(build_crd())
+    assert PHASE_MEANINGS[phase]
+    assert f"{phase.value}: {PHASE_MEANINGS[phase]}" in text
