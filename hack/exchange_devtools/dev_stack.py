@@ -7,7 +7,6 @@ Services get their configuration from `.dev/env`, which this writes as shell exp
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.util
 import json
@@ -25,7 +24,6 @@ from typing import Any
 from exchange_devtools.engines.base import REPO_ROOT, EngineError, EngineProcess, port_open, run, stop_pid
 
 STATE = Path(os.environ.get("EXCHANGE_DEV_DIR", REPO_ROOT / ".dev"))
-TOPICS = ("record.ingested.v1", "record.ingested.v1.dlq", "record.normalized.v1")
 RAW_BUCKET = "exchange-raw"
 
 # name → (module that must exist, argv after `exchange`, HTTP port or None for workers)
@@ -74,34 +72,6 @@ def _start_engines() -> dict[str, str]:
     env |= _engine("kafka", lambda d: kafka_server(d, detach=True, partitions=3))
     env |= _engine("s3", lambda d: s3_server(d, detach=True))
     return env
-
-
-async def _provision(env: dict[str, str]) -> None:
-    """Bucket and topics (idempotent)."""
-    from aiobotocore.session import get_session
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-    session = get_session()
-    async with session.create_client(
-        "s3",
-        endpoint_url=env["S3_ENDPOINT_URL"],
-        region_name=env.get("S3_REGION", "us-east-1"),
-        aws_access_key_id=env["S3_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["S3_SECRET_ACCESS_KEY"],
-    ) as s3:
-        try:
-            await s3.head_bucket(Bucket=RAW_BUCKET)
-        except s3.exceptions.ClientError:
-            await s3.create_bucket(Bucket=RAW_BUCKET)
-    admin = AIOKafkaAdminClient(bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"])
-    await admin.start()
-    try:
-        existing = set(await admin.list_topics())
-        missing = [NewTopic(t, num_partitions=3, replication_factor=1) for t in TOPICS if t not in existing]
-        if missing:
-            await admin.create_topics(missing)
-    finally:
-        await admin.close()
 
 
 def _secret_file() -> Path:
@@ -177,9 +147,10 @@ def up(argv: list[str]) -> int:
         "INGEST_URL": "http://127.0.0.1:8080",
         "QUERY_URL": "http://127.0.0.1:8081",
     }
-    asyncio.run(_provision(env))
     env_file = _write_env(env)
-    run([_exchange_bin(), "migrate"], what="exchange migrate", env={**os.environ, **env})
+    child_env = {**os.environ, **env}
+    run([_exchange_bin(), "bootstrap"], what="exchange bootstrap", env=child_env)
+    run([_exchange_bin(), "migrate"], what="exchange migrate", env=child_env)
     print("services:")
     for name, (module, args, port) in SERVICES.items():
         if not _exists(module):

@@ -45,7 +45,7 @@ def config_data(spec: ExchangePipelineSpec, meta: Meta) -> dict[str, str]:
         "HOST": "0.0.0.0",
         "PORT": str(HTTP_PORT),
         "TOKENIZER_URL": f"http://{meta.service_host('tokenizer')}",
-        "S3_BUCKET": spec.engines.s3.bucket,
+        "S3_BUCKET_RAW": spec.engines.s3.bucket,
         "KAFKA_TOPIC_PARTITIONS": str(spec.engines.kafka.partitions),
         "PIPELINE_NAME": meta.name,
     }
@@ -83,9 +83,9 @@ def engine_env(spec: ExchangePipelineSpec, meta: Meta, process: str) -> list[dic
         secret = s3.secret_ref.name if s3.secret_ref else s3_secret_name(meta)
         env += [
             _from_secret("S3_ENDPOINT_URL", secret, "endpoint-url"),
-            _from_secret("AWS_ACCESS_KEY_ID", secret, "access-key-id"),
-            _from_secret("AWS_SECRET_ACCESS_KEY", secret, "secret-access-key"),
-            _from_secret("AWS_REGION", secret, "region", optional=True),
+            _from_secret("S3_ACCESS_KEY_ID", secret, "access-key-id"),
+            _from_secret("S3_SECRET_ACCESS_KEY", secret, "secret-access-key"),
+            _from_secret("S3_REGION", secret, "region", optional=True),
         ]
     if "kafka" in needs and engines.kafka.secret_ref is not None:
         secret = engines.kafka.secret_ref.name

@@ -19,9 +19,22 @@ import typer
 from exchange.core.errors import ConfigError, ExchangeError
 
 app = typer.Typer(
-    name="exchange", help="Exchange: secure healthcare data exchange.", no_args_is_help=True,
-    pretty_exceptions_enable=False, add_completion=False,
+    name="exchange",
+    help="Exchange: secure healthcare data exchange.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
 )
+
+
+@app.callback()
+def _quiet_libraries() -> None:
+    """Commands print their own one-line results; library loggers stay silent unless `serve`
+    reconfigures logging for a long-running process."""
+    import logging
+
+    logging.getLogger().addHandler(logging.NullHandler())
+    logging.getLogger().setLevel(logging.CRITICAL)
 
 
 class Component(StrEnum):
@@ -44,7 +57,10 @@ WORKERS: dict[str, str] = {
     "normalizer": "exchange.normalizer.worker:run_from_env",
 }
 # Schema migrations, applied in this order by `exchange migrate`.
-MIGRATIONS: list[str] = ["exchange.ingest.migrations:upgrade_from_env", "exchange.normalizer.migrations:upgrade_from_env"]
+MIGRATIONS: list[str] = [
+    "exchange.ingest.migrations:upgrade_from_env",
+    "exchange.normalizer.migrations:upgrade_from_env",
+]
 
 
 def resolve(target: str, *, optional: bool = False) -> Callable[..., Any] | None:
@@ -89,8 +105,16 @@ def serve(
         import uvicorn
 
         uvicorn.run(
-            factory, factory=True, host=host or settings.host, port=port or default_port, workers=workers,
-            log_config=None, access_log=False, server_header=False, loop="uvloop", http="httptools",
+            factory,
+            factory=True,
+            host=host or settings.host,
+            port=port or default_port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+            server_header=False,
+            loop="uvloop",
+            http="httptools",
         )
     except ExchangeError as exc:
         raise fail(str(exc)) from None
@@ -122,6 +146,7 @@ def _register_optional(name: str, target: str, *, group: bool = False) -> None:
         app.command(name)(found)
 
 
+_register_optional("bootstrap", "exchange.cli.bootstrap:bootstrap_command")
 _register_optional("tokenize", "exchange.cli.tokenize:tokenize_command")
 _register_optional("ingest", "exchange.cli.ingest:app", group=True)
 

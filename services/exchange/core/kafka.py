@@ -23,6 +23,11 @@ def _common(settings: KafkaSettings) -> dict[str, Any]:
     return opts
 
 
+def admin_options(settings: KafkaSettings) -> dict[str, Any]:
+    """Keyword arguments for AIOKafkaAdminClient."""
+    return {**_common(settings), "client_id": f"{settings.kafka_client_id}-admin"}
+
+
 def make_producer(settings: KafkaSettings, **overrides: Any) -> AIOKafkaProducer:
     """An idempotent producer (acks=all, enable_idempotence): retries never duplicate within a session."""
     opts = {

@@ -96,8 +96,8 @@ def _group(outcomes: Iterable[tuple[Outcome, uuid.UUID]]) -> dict[tuple[str, tup
             # The last row for an id in a batch wins, as it would one event after the other.
             groups[(row.table, columns, row.upsert)][values["id"]] = list(values.values())
     order = {t: i for i, t in enumerate(TABLE_ORDER)}
-    keys = sorted(groups, key=lambda k: (k[2], order[k[0]], k[1]))
-    # Placeholders (upsert=False) first, so every reference exists before the rows pointing at it.
+    # Foreign-key order by table; within a table, inserts-if-absent (placeholders) before upserts.
+    keys = sorted(groups, key=lambda k: (order[k[0]], k[2], k[1]))
     return {k: [groups[k][i] for i in sorted(groups[k])] for k in keys}
 
 

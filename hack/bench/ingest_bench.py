@@ -1,0 +1,299 @@
+"""The ingest benchmark behind `hack/bench/ingest` (see that script for usage)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import orjson
+from aiobotocore.session import get_session
+
+from exchange_devtools.engines.base import free_port
+from exchange_devtools.engines.kafka import kafka_server
+from exchange_devtools.engines.postgres import postgres_server
+from exchange_devtools.engines.s3 import s3_server
+
+ROOT = Path(__file__).resolve().parents[2]
+SYNTHEA = ROOT.parent / "shared" / "data" / "fhir" / "synthea-10-patients"
+if not SYNTHEA.is_dir():
+    SYNTHEA = Path("/work/shared/data/fhir/synthea-10-patients")
+BUCKET = "exchange-raw"
+
+
+def record() -> bytes:
+    return orjson.dumps(
+        {
+            "schema_version": "v1",
+            "record_type": "observation",
+            "source": {"system": "urn:bench", "record_id": uuid.uuid4().hex},
+            "subject": {"name": "Bench Person", "birth_date": "1970-01-01", "sex": "other"},
+            "data": {"code": "8302-2", "value": 170, "unit": "cm", "nonce": uuid.uuid4().hex},
+        }
+    )
+
+
+class Conn:
+    """A minimal HTTP/1.1 keep-alive client: the load generator must not eat the CPU it measures."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n"
+        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+        self.writer.write(head.encode() + body)
+        assert self.reader is not None
+        status_line = await self.reader.readline()
+        length = 0
+        while True:
+            line = await self.reader.readline()
+            if line in (b"\r\n", b""):
+                break
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        payload = await self.reader.readexactly(length)
+        return int(status_line.split()[1]), payload
+
+
+def headers(content_type: str = "application/json") -> dict[str, str]:
+    return {"Authorization": "Bearer dev", "Content-Type": content_type, "Idempotency-Key": uuid.uuid4().hex}
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
+
+
+async def closed_loop(port: int, clients: int, seconds: float) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal errors
+        conn = Conn("127.0.0.1", port)
+        while time.perf_counter() < deadline:
+            body = record()
+            started = time.perf_counter()
+            status, _ = await conn.post("/v1/ingest", body, headers())
+            latencies.append(time.perf_counter() - started)
+            errors += status != 202
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    return {"rps": len(latencies) / elapsed, "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99), "errors": errors}
+
+
+async def open_loop(port: int, rate: float, seconds: float, pool: int = 256) -> dict[str, float]:
+    """Requests scheduled at a fixed rate; latency counted from the scheduled time (no
+    coordinated omission)."""
+    latencies: list[float] = []
+    errors = 0
+    idle: asyncio.Queue[Conn] = asyncio.Queue()
+    for _ in range(pool):
+        idle.put_nowait(Conn("127.0.0.1", port))
+
+    async def one(scheduled: float) -> None:
+        nonlocal errors
+        conn = await idle.get()
+        try:
+            status, _ = await conn.post("/v1/ingest", record(), headers())
+            errors += status != 202
+        finally:
+            idle.put_nowait(conn)
+        latencies.append(time.perf_counter() - scheduled)
+
+    tasks = []
+    start = time.perf_counter()
+    total = int(rate * seconds)
+    for i in range(total):
+        scheduled = start + i / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(scheduled)))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    return {"rps": total / elapsed, "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99), "errors": errors}
+
+
+async def bulk(port: int, lines: int, rounds: int) -> dict[str, float]:
+    source = [ln for p in sorted(SYNTHEA.glob("*.ndjson")) for ln in p.read_bytes().splitlines() if ln.strip()]
+    conn = Conn("127.0.0.1", port)
+    total = 0
+    started = time.perf_counter()
+    for r in range(rounds):
+        chunk = [source[(r * lines + i) % len(source)] for i in range(lines)]
+        # a per-round marker line makes every body (and so its object) distinct
+        body = b"\n".join(chunk) + b"\n"
+        status, payload = await conn.post("/v1/ingest/bulk", body, headers("application/fhir+ndjson"))
+        assert status == 202, payload[:300]
+        total += orjson.loads(payload)["accepted"]
+    elapsed = time.perf_counter() - started
+    return {"records_per_s": total / elapsed, "requests": rounds, "lines": lines}
+
+
+async def pg_floor(dsn: str, clients: int, seconds: float) -> float:
+    """The ingest statements alone: claim the key, then the one-statement commit (outbox + audit)."""
+    from exchange.ingest.idempotency import _CLAIM
+    from exchange.ingest.store import _COMMIT
+
+    pool = await asyncpg.create_pool(dsn, min_size=clients, max_size=clients)
+    assert pool is not None
+    payload = record().decode()
+    count = 0
+    deadline = time.perf_counter() + seconds
+
+    async def worker() -> None:
+        nonlocal count
+        while time.perf_counter() < deadline:
+            key, owner = uuid.uuid4().hex, uuid.uuid4()
+            await pool.fetchval(_CLAIM, "bench", key, b"0" * 32, owner, 60.0, 86400.0)
+            await pool.fetchval(
+                _COMMIT, "bench", key, owner, 202, b"{}", [uuid.uuid4()], [uuid.uuid4()], [payload],
+                "bench.floor", "cid", "00-" + "0" * 32 + "-" + "0" * 16 + "-01", "bench", "record.ingested",
+            )  # fmt: skip
+            count += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    elapsed = time.perf_counter() - started
+    await pool.execute("DELETE FROM ingest.outbox WHERE topic = 'bench.floor'")
+    await pool.close()
+    return count / elapsed
+
+
+async def s3_floor(s3: Any, clients: int, seconds: float) -> float:
+    size = len(record())
+    count = 0
+    deadline = time.perf_counter() + seconds
+    async with get_session().create_client("s3", **s3.client_kwargs()) as client:
+
+        async def worker() -> None:
+            nonlocal count
+            while time.perf_counter() < deadline:
+                body = os.urandom(size)
+                await client.put_object(Bucket=BUCKET, Key=f"floor/{uuid.uuid4().hex}", Body=body)
+                count += 1
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        return count / (time.perf_counter() - started)
+
+
+async def ensure_bucket(s3: Any) -> None:
+    async with get_session().create_client("s3", **s3.client_kwargs()) as client:
+        with contextlib.suppress(Exception):
+            await client.create_bucket(Bucket=BUCKET)
+
+
+def wait_http(port: int, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.3)
+    raise SystemExit("ingest server did not become ready")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--clients", type=int, default=32)
+    parser.add_argument("--rate", type=float, default=1000)
+    parser.add_argument("--bulk-lines", type=int, default=5000)
+    parser.add_argument("--bulk-rounds", type=int, default=8)
+    parser.add_argument("--fsync", action="store_true", help="durable Postgres (fsync on); default off")
+    parser.add_argument("--profile", action="store_true", help="run the server under pyinstrument")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
+    os.chmod(work, 0o755)
+    engines: list[Any] = []
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        pg = postgres_server(work / "pg", durable=args.fsync).start()
+        s3 = s3_server(work / "s3").start()
+        kafka = kafka_server(work / "kafka").start()
+        engines += [pg, s3, kafka]
+        asyncio.run(ensure_bucket(s3))
+        from exchange.ingest.migrations import upgrade
+
+        upgrade(pg.dsn)
+        port = free_port()
+        env = {
+            **os.environ, **pg.env(), **s3.env(), **kafka.env(), "ENV": "local", "S3_BUCKET_RAW": BUCKET,
+            "LOG_LEVEL": "WARNING", "DB_POOL_MAX": "20", "PYTHONPATH": f"{ROOT / 'services'}:{ROOT / 'hack'}",
+        }  # fmt: skip
+        server = [sys.executable]
+        if args.profile:
+            server += ["-m", "pyinstrument", "-r", "text", "-o", str(work / "profile.txt")]
+        server += ["-m", "uvicorn", "--factory", "exchange.ingest.app:create_app", "--port", str(port),
+                   "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"]  # fmt: skip
+        procs.append(
+            subprocess.Popen(server, env=env, stdout=open(work / "server.log", "wb"), stderr=subprocess.STDOUT)
+        )
+        procs.append(subprocess.Popen([sys.executable, "-m", "exchange.ingest.relay"], env=env,
+                                      stdout=open(work / "relay.log", "wb"), stderr=subprocess.STDOUT))  # fmt: skip
+        wait_http(port)
+        asyncio.run(closed_loop(port, 8, 2))  # warm-up
+
+        single = asyncio.run(closed_loop(port, args.clients, args.seconds))
+        fixed = asyncio.run(open_loop(port, args.rate, args.seconds))
+        bulk_result = asyncio.run(bulk(port, args.bulk_lines, args.bulk_rounds))
+        pg_tps = asyncio.run(pg_floor(pg.dsn, args.clients, args.seconds / 2))
+        s3_ps = asyncio.run(s3_floor(s3, args.clients, args.seconds / 2))
+
+        print(f"\ningest benchmark ({os.cpu_count()} cores, Postgres fsync {'on' if args.fsync else 'off'})")
+        print(
+            f"  single, {args.clients} clients : {single['rps']:8.0f} req/s   p50 {single['p50']:6.1f} ms"
+            f"   p99 {single['p99']:6.1f} ms   non-202 {single['errors']:.0f}   (target >= 1500 req/s)"
+        )
+        print(
+            f"  single, offered {args.rate:.0f}/s  : {fixed['rps']:8.0f} req/s   p50 {fixed['p50']:6.1f} ms"
+            f"   p99 {fixed['p99']:6.1f} ms   non-202 {fixed['errors']:.0f}   (target p99 <= 50 ms)"
+        )
+        print(
+            f"  bulk, {args.bulk_lines} lines/request: {bulk_result['records_per_s']:8.0f} records/s"
+            "   (target >= 20000)"
+        )
+        print(f"  floor: Postgres statements alone {pg_tps:8.0f} tx/s; raw S3 PUTs {s3_ps:8.0f} PUT/s")
+        print(
+            f"  ratios: single / Postgres floor = {single['rps'] / pg_tps:.2f};"
+            f" single / S3 floor = {single['rps'] / s3_ps:.2f}"
+        )
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=15)
+        for engine in reversed(engines):
+            with contextlib.suppress(Exception):
+                engine.stop()
+        if args.profile and (work / "profile.txt").exists():
+            print(f"\nprofile: {work / 'profile.txt'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
