@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 from jsonschema import Draft202012Validator
 
 from exchange.core.contracts import event_validator, load_document
@@ -52,7 +52,10 @@ async def dlq_replay(
     await consumer.start()
     await producer.start()
     try:
-        partitions = await _partitions(consumer, settings.normalizer_dlq_topic)
+        partitions = [
+            TopicPartition(settings.normalizer_dlq_topic, p)
+            for p in sorted(await producer.partitions_for(settings.normalizer_dlq_topic))
+        ]
         if not partitions:
             return result
         consumer.assign(partitions)
@@ -91,16 +94,6 @@ async def dlq_replay(
         await producer.stop()
         await consumer.stop()
     return result
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
-    for _ in range(20):
-        found = consumer.partitions_for_topic(topic)
-        if found:
-            return [TopicPartition(topic, p) for p in sorted(found)]
-        await consumer.topics()  # refreshes the cluster metadata
-        await asyncio.sleep(0.1)
-    return []
 
 
 @dataclass

@@ -14,7 +14,6 @@ from exchange.tokenizer.engine import Tokenizer
 from exchange.tokenizer.secrets import load_secret
 from exchange.tokenizer.service import CONTRACT, TokenizeMetrics, build_router
 from exchange.tokenizer.settings import TokenizerSettings
-from exchange.tokenizer.transit import TransitCodec
 
 
 def create_app(settings: TokenizerSettings | None = None) -> FastAPI:
@@ -32,7 +31,6 @@ def create_app(settings: TokenizerSettings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.verifier = JWTVerifier(settings)
     app.state.tokenizer = Tokenizer(secret.value, secret.key_id)
-    app.state.transit = TransitCodec.from_secret(secret)
     app.state.tokenize_metrics = TokenizeMetrics(app.state.registry)
     app.include_router(build_router(settings))
     _serve_contract_components(app, contract)

@@ -142,6 +142,14 @@ def parse_birth_date(raw: str) -> date | None:
     Formats: yyyy-MM-dd, yyyy/MM/dd, MM/dd/yyyy, MM-dd-yyyy, dd.MM.yyyy and ISO-8601 timestamps
     with Z or an offset (the local date is kept, no time-zone conversion).
     """
+    if len(raw) == 10 and raw[4] == "-" == raw[7] and raw.isascii():
+        # The usual yyyy-MM-dd, without the regex (ASCII isdigit is [0-9]).
+        year, month, day = raw[:4], raw[5:7], raw[8:]
+        if year.isdigit() and month.isdigit() and day.isdigit():
+            try:
+                return date(int(year), int(month), int(day))
+            except ValueError:
+                return None
     if not _DATE_SHAPE.match(raw):
         return None
     text = raw.strip()
@@ -209,6 +217,8 @@ def postal_code_component(raw: str) -> str | None:
     US: 3, 4, 5, 5+4 or 9 digits, not starting with a placeholder. Canada: A1A, A1A1, A1A1A,
     A1A 1A1 (one optional blank), not a placeholder code or a padded government prefix.
     """
+    if len(raw) == 5 and raw.isdigit() and raw.isascii():  # the usual ZIP-5, without the regex
+        return None if raw.startswith(_US_REFUSED_PREFIXES) else raw[:3]
     if _US_SHAPE.match(raw):
         trimmed = raw.strip()
         if trimmed.startswith(_US_REFUSED_PREFIXES):
@@ -244,6 +254,9 @@ _SSN_REFUSED = frozenset(
 )  # fmt: skip
 
 
+_SSN_REFUSED_DIGITS = frozenset(s.replace("-", "") for s in _SSN_REFUSED)
+
+
 def normalize_ssn(raw: str) -> str | None:
     """xxx-xx-xxxx from 7-9 digits (blanks and dashes ignored, a decimal tail dropped, 7-8
     digits left-padded with zeros), or None when the value is not SSN-shaped."""
@@ -272,7 +285,7 @@ def ssn_component(raw: str) -> str | None:
             area, group, serial = digits[:3], digits[3:5], digits[5:]
             if area in ("000", "666") or area[0] == "9" or group == "00" or serial == "0000":
                 return None
-            return None if f"{area}-{group}-{serial}" in _SSN_REFUSED else digits
+            return None if digits in _SSN_REFUSED_DIGITS else digits
     normalized = normalize_ssn(raw)
     if normalized is None or normalized in _SSN_REFUSED or not _SSN_SHAPE.match(normalized):
         return None

@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -179,20 +180,22 @@ def _chunks(
 def _write_chunk(
     chunk: list[tuple[str, PersonAttributes]], tokenizer: Tokenizer, writer: Any, stats: TokenizeStats
 ) -> None:
+    record_ids = [record_id for record_id, _ in chunk]
+    results = list(tokenizer.tokenize_many(person for _, person in chunk))
+    if not results:
+        return
     rows: list[tuple[str, str, str]] = []
-    people = (person for _, person in chunk)
-    for (record_id, _), result in zip(chunk, tokenizer.tokenize_many(people), strict=True):
-        for rule_id, token in zip(RULE_IDS, result.tokens, strict=True):
-            rows.append((rule_id, token, record_id))
-            if token == BLANK_TOKEN:
-                stats.blank_tokens_by_rule[rule_id] += 1
-        invalid = False
-        for name, flag in zip(_PERSON_COLUMNS, result.validity, strict=True):
-            if flag == Validity.INVALID:
-                stats.invalid_attributes[name] += 1
-                invalid = True
-            elif flag == Validity.MISSING:
-                stats.missing_attributes[name] += 1
-        stats.rows += 1
-        stats.rows_with_invalid_attributes += invalid
+    extend = rows.extend
+    for record_id, result in zip(record_ids, results, strict=True):
+        extend(zip(RULE_IDS, result.tokens, repeat(record_id)))
     writer.writerows(rows)
+    # Counting column by column keeps the per-record Python work to the loop above.
+    token_columns = list(zip(*(r.tokens for r in results), strict=True))
+    for rule_id, column in zip(RULE_IDS, token_columns, strict=True):
+        stats.blank_tokens_by_rule[rule_id] += column.count(BLANK_TOKEN)
+    validity_rows = [r.validity for r in results]
+    for name, column in zip(_PERSON_COLUMNS, zip(*validity_rows, strict=True), strict=True):
+        stats.invalid_attributes[name] += column.count(Validity.INVALID)
+        stats.missing_attributes[name] += column.count(Validity.MISSING)
+    stats.rows += len(results)
+    stats.rows_with_invalid_attributes += sum(Validity.INVALID in v for v in validity_rows)

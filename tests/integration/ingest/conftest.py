@@ -24,11 +24,12 @@ from aiobotocore.session import get_session
 from aiokafka import AIOKafkaConsumer
 from asgi_lifespan import LifespanManager
 
-from exchange.core.logging import configure_logging
 from exchange.core.kafka import header_map
+from exchange.core.logging import configure_logging
 from exchange.ingest.app import create_app
 from exchange.ingest.migrations import upgrade
 from exchange.ingest.settings import IngestSettings
+from exchange_devtools.engines.base import free_port
 
 REPO = Path(__file__).resolve().parents[3]
 SYNTHEA = REPO.parent / "shared" / "data" / "fhir" / "synthea-10-patients"
@@ -211,6 +212,32 @@ def relay(ingest_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
     process.stop()
 
 
+@pytest.fixture(scope="session")
+def served(ingest_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """`uvicorn --factory exchange.ingest.app:create_app`, as `exchange serve ingest` would run it."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("uvicorn") / "ingest.log"
+    env = {**os.environ, **ingest_env, "PYTHONPATH": os.pathsep.join([str(REPO / "services"), str(REPO / "hack")])}
+    argv = [sys.executable, "-m", "uvicorn", "--factory", "exchange.ingest.app:create_app", "--port", str(port),
+            "--log-level", "warning"]  # fmt: skip
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        proc.kill()
+        raise AssertionError(f"uvicorn did not start: {log_path.read_text()[-2000:]}")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
 # ------------------------------------------------------------------ Kafka collector
 
 
@@ -302,3 +329,8 @@ def contract_validator() -> Any:
         assert not errors, [(list(e.absolute_path), e.validator) for e in errors]
 
     return check
+
+
+@pytest.fixture(scope="session")
+def synthea_dir() -> Path:
+    return SYNTHEA

@@ -65,6 +65,10 @@ async def test_bearer_dev_is_accepted_when_env_is_local(ingest_env, samples):
     async with LifespanManager(app, startup_timeout=30) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://local.test") as local:
-            headers = {"Authorization": "Bearer dev", "Idempotency-Key": "dev-local-1", "Content-Type": "application/json"}
+            headers = {
+                "Authorization": "Bearer dev",
+                "Idempotency-Key": "dev-local-1",
+                "Content-Type": "application/json",
+            }
             resp = await local.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=headers)
     assert resp.status_code == 202, resp.text

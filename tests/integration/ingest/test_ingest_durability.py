@@ -36,7 +36,9 @@ async def test_a_relay_killed_mid_stream_and_restarted_loses_no_event(client, au
     ids = {r["record_id"] for r in resp.json()["results"]}
     await asyncio.sleep(0.05)
     relay.kill()
-    more = [await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=auth()) for _ in range(20)]
+    more = [
+        await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=auth()) for _ in range(20)
+    ]
     ids |= {r.json()["record_id"] for r in more}
     assert await _backlog(db, ids) > 0, "the relay was killed after it had published everything"
     relay.start()
@@ -76,7 +78,8 @@ async def test_ingest_keeps_accepting_while_kafka_is_down_and_events_flow_when_i
     kafka.stop()
     try:
         responses = [
-            await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=auth()) for _ in range(10)
+            await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=auth())
+            for _ in range(10)
         ]
         assert {r.status_code for r in responses} == {202}
         ids = {r.json()["record_id"] for r in responses}

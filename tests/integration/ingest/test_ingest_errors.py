@@ -72,7 +72,9 @@ async def test_an_unknown_schema_version_is_422_at_its_pointer(client, auth, sam
 
 
 async def test_a_correlation_id_is_returned_or_generated(client, auth, samples):
-    given = await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=auth(**{"X-Correlation-ID": "abc-123"}))
+    given = await client.post(
+        "/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=auth(**{"X-Correlation-ID": "abc-123"})
+    )
     assert given.headers["x-correlation-id"] == "abc-123"
     made = await client.post("/v1/ingest", content=b"{", headers=auth())
     assert len(made.headers["x-correlation-id"]) >= 16
@@ -111,7 +113,13 @@ async def test_no_pii_canary_reaches_logs_events_errors_or_rows(
         "relay log": relay.log(),
         "events": "\n".join(ev.raw.decode() + repr(ev.headers) for evs in found.values() for ev in evs),
         "error bodies": bad.text + ok3.text,
-        "outbox+audit rows": repr(await db.fetch("SELECT o.*, a.* FROM ingest.outbox o JOIN ingest.audit a USING (record_id) WHERE o.record_id = ANY($1::uuid[])", list(ids))),
+        "outbox+audit rows": repr(
+            await db.fetch(
+                "SELECT o.*, a.* FROM ingest.outbox o JOIN ingest.audit a USING (record_id)"
+                " WHERE o.record_id = ANY($1::uuid[])",
+                list(ids),
+            )
+        ),
     }
     assert captured_logs.lines, "structlog output was not captured"
     for where, text in haystacks.items():

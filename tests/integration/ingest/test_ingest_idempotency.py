@@ -39,7 +39,9 @@ async def test_the_same_key_and_body_replays_the_stored_response(client, auth, s
     assert second.headers["idempotent-replayed"] == "true"
     assert "idempotent-replayed" not in first.headers
     assert second.content == first.content
-    count = await db.fetchval("SELECT count(*) FROM ingest.outbox WHERE record_id = $1::uuid", first.json()["record_id"])
+    count = await db.fetchval(
+        "SELECT count(*) FROM ingest.outbox WHERE record_id = $1::uuid", first.json()["record_id"]
+    )
     assert count == 1
 
 
@@ -59,11 +61,17 @@ async def test_a_stored_error_is_replayed_too(client, auth):
 
 async def test_the_same_key_with_a_different_body_is_422(client, auth, samples):
     headers = auth()
-    assert (await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=headers)).status_code == 202
+    assert (
+        await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=headers)
+    ).status_code == 202
     resp = await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=headers)
     assert resp.status_code == 422
     assert resp.json()["code"] == "idempotency-key-reused"
-    bulk = await client.post("/v1/ingest/bulk", content=orjson.dumps(samples.native_v1()), headers=auth("application/x-ndjson", key=headers["Idempotency-Key"]))
+    bulk = await client.post(
+        "/v1/ingest/bulk",
+        content=orjson.dumps(samples.native_v1()),
+        headers=auth("application/x-ndjson", key=headers["Idempotency-Key"]),
+    )
     assert bulk.status_code == 422  # another endpoint is another request
 
 
@@ -95,7 +103,8 @@ async def test_an_expired_key_starts_afresh(client, auth, samples, db):
     headers = auth()
     first = await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=headers)
     await db.execute(
-        "UPDATE ingest.idempotency_keys SET expires_at = now() - interval '1 second' WHERE tenant = 'acme' AND key = $1",
+        "UPDATE ingest.idempotency_keys SET expires_at = now() - interval '1 second'"
+        " WHERE tenant = 'acme' AND key = $1",
         headers["Idempotency-Key"],
     )
     second = await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=headers)

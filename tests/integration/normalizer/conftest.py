@@ -256,3 +256,43 @@ def synthea_lines(resource_type: str, limit: int | None = None) -> list[bytes]:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+async def caught_up(stack: Stack, topic: str | None = None) -> bool:
+    """True when the worker's group has committed every offset of its topic."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic = topic or stack.topic
+    admin = AIOKafkaAdminClient(bootstrap_servers=stack.bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    assert partitions, f"no partitions for {topic}"
+    consumer = AIOKafkaConsumer(bootstrap_servers=stack.bootstrap, group_id=stack.env["NORMALIZER_GROUP"],
+                                enable_auto_commit=False)  # fmt: skip
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(partitions)
+        for tp in partitions:
+            if (await consumer.committed(tp) or 0) < ends[tp]:
+                return False
+        return True
+    finally:
+        await consumer.stop()
+
+
+def cli(stack: Stack, *args: str) -> Any:
+    """Run the normalizer's typer commands (as `exchange` registers them) with the stack's env."""
+    import typer
+    from typer.testing import CliRunner
+
+    from exchange.cli.normalizer import dlq_app, replay_command, verify_command
+
+    app = typer.Typer()
+    app.add_typer(dlq_app, name="dlq")
+    app.command("replay")(replay_command)
+    app.command("verify")(verify_command)
+    return CliRunner().invoke(app, list(args), env=stack.env, catch_exceptions=False)

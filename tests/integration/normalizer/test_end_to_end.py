@@ -23,7 +23,7 @@ CANARY = {
     "data": {"code": {"system": "http://snomed.info/sct", "code": "44054006"},
              "note": "Zebulon Quuxcanary lives at 1 Canary Street, phone 415-555-0199"},
 }  # fmt: skip
-CANARIES = ("Zebulon", "Quuxcanary", "1961-07-04", "078-05-1120", "078051120", "94110", "Canary Street", "555-0199")
+CANARIES = ("Zebulon", "Quuxcanary", "1961-07-04", "078-05-1120", "078051120", "'94110'", "Canary Street", "555-0199")
 
 
 def synthea_pii() -> set[str]:

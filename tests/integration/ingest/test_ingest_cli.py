@@ -1,0 +1,22 @@
+"""`exchange ingest bulk FILE`: chunked NDJSON upload against a real uvicorn; a rerun is replayed."""
+
+from __future__ import annotations
+
+import asyncio
+
+from typer.testing import CliRunner
+
+from exchange.cli.ingest import app
+
+
+async def test_bulk_upload_of_a_synthea_file_in_chunks_and_an_idempotent_rerun(served, token, db, synthea_dir):
+    path = str(synthea_dir / "Immunization.ndjson")
+    argv = ["bulk", path, "--url", served, "--token", token, "--chunk-lines", "50"]
+    before = await db.fetchval("SELECT count(*) FROM ingest.outbox")
+    first = await asyncio.to_thread(CliRunner().invoke, app, argv)
+    assert first.exit_code == 0, first.output
+    assert "accepted 161, rejected 0, failed chunks 0" in first.output
+    middle = await db.fetchval("SELECT count(*) FROM ingest.outbox")
+    second = await asyncio.to_thread(CliRunner().invoke, app, argv)
+    assert second.exit_code == 0, second.output
+    assert await db.fetchval("SELECT count(*) FROM ingest.outbox") == middle == before + 161

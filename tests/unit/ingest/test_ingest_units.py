@@ -1,0 +1,114 @@
+"""Pure logic of ingest: key parsing, fingerprints, contract validation, events, migrations."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+import pytest
+
+from exchange.core.contracts import event_validator
+from exchange.core.errors import BadRequest
+from exchange.ingest.idempotency import fingerprint, parse_key
+from exchange.ingest.migrations import render_sql
+from exchange.ingest.store import RawObject, build_event
+from exchange.ingest.validation import RecordInvalid, classify, classify_fhir, classify_native
+
+SYNTHEA = Path("/work/shared/data/fhir/synthea-10-patients")
+if not SYNTHEA.is_dir():
+    SYNTHEA = Path(__file__).resolve().parents[4] / "shared" / "data" / "fhir" / "synthea-10-patients"
+
+
+@pytest.mark.parametrize("raw", ["a", "k" * 255, '"quoted-key"', "with space inside", "  padded  "])
+def test_valid_idempotency_keys_are_accepted(raw):
+    assert parse_key(raw)
+
+
+@pytest.mark.parametrize("raw", [None, "", "   ", "k" * 256, "tab\there", "caf\u00e9", '""'])
+def test_missing_or_malformed_idempotency_keys_are_400(raw):
+    with pytest.raises(BadRequest):
+        parse_key(raw)
+
+
+def test_a_fingerprint_covers_path_media_type_and_body():
+    base = fingerprint("/v1/ingest", "application/json", b"{}")
+    assert base == fingerprint("/v1/ingest", "application/json", b"{}")
+    assert base != fingerprint("/v1/ingest/bulk", "application/json", b"{}")
+    assert base != fingerprint("/v1/ingest", "application/fhir+json", b"{}")
+    assert base != fingerprint("/v1/ingest", "application/json", b"{ }")
+
+
+def test_every_synthea_resource_is_valid_fhir():
+    lines = [ln for p in SYNTHEA.glob("*.ndjson") for ln in p.read_bytes().splitlines() if ln.strip()]
+    assert len(lines) > 4000
+    kinds = {classify("fhir", ln).record_type for ln in lines}
+    assert kinds == {"Patient", "Encounter", "Condition", "Immunization", "AllergyIntolerance", "Procedure"}
+
+
+def test_native_v1_and_v2_are_told_apart():
+    v1 = {
+        "schema_version": "v1",
+        "record_type": "patient",
+        "subject": {"name": "A B", "birth_date": "1990-01-01"},
+        "data": {},
+    }
+    v2 = {
+        "schema_version": "v2",
+        "record_type": "patient",
+        "subject": {"given_names": ["A"], "family_name": "B", "birth_date": "1990-01-01"},
+        "data": {},
+    }
+    assert classify_native(v1).schema_version == "v1"
+    assert classify_native(v2).schema_version == "v2"
+    with pytest.raises(RecordInvalid):
+        classify_native({**v2, "schema_version": "v1"})  # a v2 subject is not a v1 subject
+
+
+def test_errors_name_pointers_and_keywords_never_values():
+    secret = "Sumiko254 Medhurst46"
+    doc = {"schema_version": "v1", "record_type": secret, "subject": {"name": secret, "ssn": secret}, "data": {}}
+    with pytest.raises(RecordInvalid) as info:
+        classify_native(doc)
+    errors = info.value.errors
+    assert {e["pointer"] for e in errors} == {"/record_type", "/subject/ssn", "/subject/birth_date"}
+    assert secret not in orjson.dumps(errors).decode()
+
+
+def test_bundle_entries_are_checked_by_their_own_type():
+    bundle = {"resourceType": "Bundle", "type": "collection",
+              "entry": [{"resource": {"resourceType": "Procedure", "status": "done"}}]}  # fmt: skip
+    with pytest.raises(RecordInvalid) as info:
+        classify_fhir(bundle)
+    assert {e["pointer"] for e in info.value.errors} == {"/entry/0/resource/status", "/entry/0/resource/subject"}
+
+
+def test_a_bundle_cannot_nest_a_bundle_and_unknown_types_are_refused():
+    for doc in ({"resourceType": "Medication"}, {"resourceType": "Bundle", "type": "collection",
+                "entry": [{"resource": {"resourceType": "Bundle", "type": "collection"}}]}):  # fmt: skip
+        with pytest.raises(RecordInvalid):
+            classify_fhir(doc)
+
+
+def test_invalid_json_is_a_value_error_without_the_input():
+    with pytest.raises(ValueError, match="not valid JSON") as info:
+        classify("native", b'{"ssn": "123-45-6789"')
+    assert "123" not in str(info.value)
+
+
+def test_built_events_match_the_event_contract():
+    raw = RawObject("b", "raw/acme/sha256/aa/bb/" + "a" * 64, "a" * 64, 10, "application/x-ndjson")
+    for line in (None, 7):
+        event = build_event(
+            event_id=uuid.uuid4(), record_id=uuid.uuid4(), tenant="acme", source_format="fhir", record_type="Patient",
+            schema_version="fhir-r4", raw=raw, received_at=datetime.now(UTC), correlation_id="c", line=line,
+        )  # fmt: skip
+        event_validator("record.ingested.v1").validate(orjson.loads(event))
+
+
+def test_migrations_render_the_schema_and_the_version_row():
+    sql = render_sql(None)
+    for needle in ("CREATE TABLE ingest.outbox", "CREATE TABLE ingest.audit", "ingest_alembic_version", "'0001'"):
+        assert needle in sql
+    assert "BEGIN;" not in sql and "COMMIT;" not in sql  # the caller owns the transaction
