@@ -115,7 +115,7 @@ def _start_service(name: str, argv: list[str], port: int | None, env: dict[str, 
         argv=[_exchange_bin(), *argv],
         workdir=workdir,
         ready=ready,
-        env={**env, "PORT": str(port or ""), "HOST": "127.0.0.1"},
+        env={**env, "HOST": "127.0.0.1", **({"PORT": str(port)} if port else {})},
         timeout=60,
         detach=True,
     )

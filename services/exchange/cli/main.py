@@ -51,15 +51,15 @@ HTTP_SERVICES: dict[str, tuple[str, int]] = {
     "query": ("exchange.query.app:create_app", 8081),
     "tokenizer": ("exchange.tokenizer.app:create_app", 8082),
 }
-# Workers: an `async def run()` each.
+# Workers: a `run()` each (sync, or a coroutine function), reading settings from the environment.
 WORKERS: dict[str, str] = {
-    "relay": "exchange.ingest.relay:run_from_env",
-    "normalizer": "exchange.normalizer.worker:run_from_env",
+    "relay": "exchange.ingest.relay:run",
+    "normalizer": "exchange.normalizer.worker:run",
 }
-# Schema migrations, applied in this order by `exchange migrate`.
+# Schema migrations, applied in this order by `exchange migrate`: `upgrade(dsn)` each.
 MIGRATIONS: list[str] = [
-    "exchange.ingest.migrations:upgrade_from_env",
-    "exchange.normalizer.migrations:upgrade_from_env",
+    "exchange.ingest.migrations:upgrade",
+    "exchange.normalizer.migrations:upgrade",
 ]
 
 
@@ -98,7 +98,9 @@ def serve(
         if component.value in WORKERS:
             runner = resolve(WORKERS[component.value])
             assert runner is not None
-            asyncio.run(runner())
+            result = runner()
+            if asyncio.iscoroutine(result):
+                asyncio.run(result)
             return
         factory, default_port = HTTP_SERVICES[component.value]
         resolve(factory)  # fail fast with one line if the service is not built
@@ -123,11 +125,14 @@ def serve(
 @app.command()
 def migrate() -> None:
     """Apply every service's database migrations (idempotent)."""
+    from exchange.core.settings import DatabaseSettings, load
+
     try:
+        dsn = load(DatabaseSettings).database_url.get_secret_value()
         for target in MIGRATIONS:
             upgrade = resolve(target, optional=True)
             if upgrade is not None:
-                result = upgrade()
+                result = upgrade(dsn)
                 if asyncio.iscoroutine(result):
                     asyncio.run(result)
                 typer.echo(f"migrated: {target.split(':')[0]}")
