@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.contextvars import bind_contextvars, get_contextvars, reset_contextvars
 from structlog.typing import EventDict, WrappedLogger
 
@@ -141,7 +142,10 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.dict_tracebacks if json else structlog.processors.format_exc_info,
+        # Tracebacks without frame locals: locals can hold request bodies and PII.
+        structlog.processors.ExceptionRenderer(ExceptionDictTransformer(show_locals=False))
+        if json
+        else structlog.processors.format_exc_info,
         redact,
     ]
     renderer: Any = structlog.processors.JSONRenderer() if json else structlog.dev.ConsoleRenderer()

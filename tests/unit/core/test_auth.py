@@ -56,8 +56,17 @@ async def test_scp_list_is_read_as_scopes(verifier, jwks_server):
         (lambda i: i.token(exp=None), "rejected"),
         (lambda i: "not-a-jwt", "malformed"),
     ],
-    ids=["alg-none", "hs-rs-confusion", "wrong-iss", "wrong-aud", "expired", "bad-signature",
-         "unknown-kid", "no-exp", "garbage"],
+    ids=[
+        "alg-none",
+        "hs-rs-confusion",
+        "wrong-iss",
+        "wrong-aud",
+        "expired",
+        "bad-signature",
+        "unknown-kid",
+        "no-exp",
+        "garbage",
+    ],
 )
 async def test_each_attack_is_unauthorized(verifier, jwks_server, make, reason):
     with pytest.raises(Unauthorized) as err:

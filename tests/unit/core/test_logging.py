@@ -37,7 +37,10 @@ def test_log_lines_are_json_with_service_and_correlation_id(logs):
 
 def test_pii_named_keys_and_pii_shaped_values_are_redacted(logs):
     get_logger("t").info(
-        "oops", name=CANARY_NAME, ssn=CANARY_SSN, note=f"born {CANARY_DOB} ssn {CANARY_SSN}",
+        "oops",
+        name=CANARY_NAME,
+        ssn=CANARY_SSN,
+        note=f"born {CANARY_DOB} ssn {CANARY_SSN}",
         nested={"patient": {"family": "Canaryfield"}},
     )
     entries = logs()
@@ -60,3 +63,17 @@ def test_unsafe_incoming_correlation_ids_are_replaced(value):
     assert valid_correlation_id(value) is None
     with bind_correlation_id(value) as cid:
         assert cid != value and len(cid) == 32
+
+
+def test_tracebacks_carry_no_frame_locals(logs):
+    def fail(ssn: str) -> None:
+        raise ValueError("boom")
+
+    try:
+        fail("123-45-6789-canary")
+    except ValueError:
+        get_logger("t").exception("failed")
+    entries = [e for e in logs() if e["event"] == "failed"]
+    assert entries and "exception" in entries[0]
+    assert "123-45-6789-canary" not in json.dumps(entries)
+    assert all("locals" not in frame for exc in entries[0]["exception"] for frame in exc["frames"])
