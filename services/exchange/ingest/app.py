@@ -20,9 +20,10 @@ from exchange.ingest.metrics import IngestMetrics
 from exchange.ingest.migrations import upgrade_async
 from exchange.ingest.relay import OutboxRelay
 from exchange.ingest.routes import IngestContext, router
+from exchange.ingest.s3put import S3Putter
 from exchange.ingest.settings import IngestSettings
 from exchange.ingest.store import RecordStore
-from exchange.ingest.validation import CONTRACT, schema_validator
+from exchange.ingest.validation import CONTRACT, fast_validator, schema_validator
 
 CONTRACT_SCHEMAS = ("NativeEnvelopeV1", "NativeEnvelopeV2", "Bundle", "Patient", "Encounter", "Condition",
                     "Observation", "Immunization", "AllergyIntolerance", "Procedure")  # fmt: skip
@@ -44,6 +45,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     settings = settings or load(IngestSettings)
     for name in CONTRACT_SCHEMAS:  # compile the contract's schemas now: fail at start, not on a request
         schema_validator(name)
+        fast_validator(name)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -59,7 +61,9 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             keys = IdempotencyStore(
                 pool, settings.ingest_idempotency_ttl_seconds, settings.ingest_idempotency_lock_seconds
             )
-            store = RecordStore(pool, s3, settings.s3_bucket_raw, settings.ingest_raw_prefix, settings.ingest_topic)
+            putter = S3Putter(settings)  # the hot-path PUT (see s3put.py); aiobotocore for the rest
+            stack.push_async_callback(putter.close)
+            store = RecordStore(pool, putter, settings.s3_bucket_raw, settings.ingest_raw_prefix, settings.ingest_topic)
             app.state.ingest = IngestContext(settings, keys, store, metrics)
             app.state.readiness.update(postgres=pool_readiness(pool), s3=bucket_readiness(s3, settings.s3_bucket_raw),
                                        kafka=kafka_readiness(settings.kafka_bootstrap_servers))  # fmt: skip

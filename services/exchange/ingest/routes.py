@@ -27,8 +27,8 @@ from exchange.core.logging import current_correlation_id, get_logger, new_correl
 from exchange.ingest.idempotency import HEADER, Claim, IdempotencyStore, StoredResponse, fingerprint, parse_key
 from exchange.ingest.metrics import IngestMetrics
 from exchange.ingest.settings import IngestSettings
-from exchange.ingest.store import NewRecord, RecordStore, build_event
-from exchange.ingest.validation import RecordInvalid, classify
+from exchange.ingest.store import NewRecord, RecordStore, build_event, bulk_event_factory, uuid4_strings
+from exchange.ingest.validation import Classified, RecordInvalid, classify
 
 log = get_logger(__name__)
 router = APIRouter()
@@ -165,9 +165,11 @@ async def _single(ctx: IngestContext, claim: Claim, req: Intake) -> bytes:
 
 async def _bulk(ctx: IngestContext, claim: Claim, req: Intake) -> bytes:
     principal, fmt, cid = req.principal, req.fmt, req.correlation_id
+    lines = req.body.split(b"\n")
+    ids = iter(uuid4_strings(2 * len(lines)))  # record and event ids, drawn in one batch
     results: list[dict[str, Any]] = []
-    accepted: list[tuple[int, uuid.UUID, Any]] = []
-    for number, line in enumerate(req.body.split(b"\n"), start=1):
+    accepted: list[tuple[int, str, Classified]] = []
+    for number, line in enumerate(lines, start=1):
         line = line.strip()
         if not line:
             continue
@@ -179,26 +181,25 @@ async def _bulk(ctx: IngestContext, claim: Claim, req: Intake) -> bytes:
         except ValueError:
             results.append({"line": number, "status": "rejected", "errors": [{"pointer": "", "reason": "json"}]})
             continue
-        record_id = uuid.uuid4()
+        record_id = next(ids)
         accepted.append((number, record_id, kind))
-        results.append(
-            {"line": number, "status": "accepted", "record_id": str(record_id), "record_type": kind.record_type}
-        )
+        results.append({"line": number, "status": "accepted", "record_id": record_id, "record_type": kind.record_type})
     if not results:
         raise ContentError(400, "the body holds no records")
     if not accepted:
         raise ContentError(422, "no line of the body is a valid record", results=results)
     raw = await ctx.store.put_raw(principal.tenant, req.body, _content_type(fmt, bulk=True))
     received = datetime.now(UTC)
+    event = bulk_event_factory(
+        tenant=principal.tenant, source_format=accepted[0][2].source_format, raw=raw, received_at=received,
+        correlation_id=cid,
+    )  # fmt: skip
     records = []
     for number, record_id, kind in accepted:
-        event_id = uuid.uuid4()
-        event = build_event(
-            event_id=event_id, record_id=record_id, tenant=principal.tenant, source_format=kind.source_format,
-            record_type=kind.record_type, schema_version=kind.schema_version, raw=raw, received_at=received,
-            correlation_id=cid, line=number,
-        )  # fmt: skip
-        records.append(NewRecord(record_id, event_id, event))
+        event_id = next(ids)
+        records.append(
+            NewRecord(record_id, event_id, event(event_id, record_id, kind.record_type, kind.schema_version, number))
+        )
     response = orjson.dumps(
         {
             "status": "accepted",

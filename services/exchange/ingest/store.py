@@ -8,19 +8,21 @@ after its lock expired) nothing is inserted and the caller answers 409.
 
 from __future__ import annotations
 
+import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import asyncpg
 import orjson
-from botocore.exceptions import BotoCoreError, ClientError
 
 from exchange.core.errors import Conflict, ServiceUnavailable
 from exchange.core.logging import get_logger
 from exchange.core.storage import content_key
 from exchange.ingest.idempotency import Claim
+from exchange.ingest.s3put import S3PutError, S3Putter
 
 log = get_logger(__name__)
 AUDIT_ACTION = "record.ingested"
@@ -45,8 +47,8 @@ class RawObject:
 class NewRecord:
     """One record to register: its ids and its event (PII-free by construction)."""
 
-    record_id: uuid.UUID
-    event_id: uuid.UUID
+    record_id: uuid.UUID | str  # a UUID, or its canonical text (bulk: cheaper, same column value)
+    event_id: uuid.UUID | str
     event: bytes
 
 
@@ -87,6 +89,44 @@ def build_event(
     )
 
 
+def uuid4_strings(count: int) -> list[str]:
+    """`count` random (version 4) UUIDs as canonical text, from one urandom call: ~5x cheaper
+    than `str(uuid.uuid4())` per id, which showed up per line in bulk ingest."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = bytes((b & 0x0F) | 0x40 for b in raw[6::16])  # version 4
+    raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])  # RFC 4122 variant
+    h = raw.hex()
+    return [f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
+            for i in range(0, 32 * count, 32)]  # fmt: skip
+
+
+def bulk_event_factory(
+    *, tenant: str, source_format: str, raw: RawObject, received_at: datetime, correlation_id: str
+) -> Callable[[str, str, str, str, int], bytes]:
+    """`build_event` for the lines of one bulk request: the part they share is serialised once;
+    per line only ids, type, version and line number are added (same fields and values)."""
+    shared = orjson.dumps(
+        {
+            "event_type": EVENT_TYPE,
+            "tenant": tenant,
+            "source_format": source_format,
+            "object": {"bucket": raw.bucket, "key": raw.key, "sha256": raw.sha256, "size": raw.size,
+                       "content_type": raw.content_type},
+            "received_at": received_at.isoformat(),
+            "correlation_id": correlation_id,
+        }
+    )[1:]  # fmt: skip
+
+    def event(event_id: str, record_id: str, record_type: str, schema_version: str, line: int) -> bytes:
+        head = orjson.dumps(
+            {"event_id": event_id, "record_id": record_id, "record_type": record_type,
+             "schema_version": schema_version, "line": line}
+        )  # fmt: skip
+        return head[:-1] + b"," + shared
+
+    return event
+
+
 _COMMIT = """
 WITH done AS (
     UPDATE ingest.idempotency_keys
@@ -113,7 +153,7 @@ SELECT count(*) FROM done
 class RecordStore:
     """Writes raw objects to S3 and registers records in Postgres."""
 
-    def __init__(self, pool: asyncpg.Pool, s3: Any, bucket: str, prefix: str, topic: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, s3: S3Putter, bucket: str, prefix: str, topic: str) -> None:
         self.pool = pool
         self.s3 = s3
         self.bucket = bucket
@@ -124,15 +164,11 @@ class RecordStore:
         """PUT the body under its content address; ServiceUnavailable when S3 fails."""
         key, digest = content_key(f"{self.prefix}/{tenant}", body)
         try:
-            await self.s3.put_object(
-                Bucket=self.bucket,
-                Key=key,
-                Body=body,
-                ContentType=content_type,
-                Metadata={"sha256": digest},
+            await self.s3.put(
+                self.bucket, key, body, digest, {"content-type": content_type, "x-amz-meta-sha256": digest}
             )
-        except (BotoCoreError, ClientError, OSError, TimeoutError) as exc:
-            log.warning("s3_put_failed", error_class=type(exc).__name__)
+        except S3PutError as exc:
+            log.warning("s3_put_failed", error=str(exc))  # status or transport class, never content
             raise ServiceUnavailable("object storage unavailable; nothing was recorded") from exc
         return RawObject(self.bucket, key, digest, len(body), content_type)
 

@@ -5,14 +5,22 @@ The schemas are the contract's own JSON Schema 2020-12 components, resolved thro
 (native) or `resourceType` (FHIR) happens here rather than through `oneOf`, so a violation is
 reported at the failing pointer instead of as "matches none of the alternatives". Errors carry
 JSON pointers and schema keywords only, never values.
+
+Speed: each schema is also compiled by `jsonschema-rs` (~20x faster than the `jsonschema`
+iterator, which dominated bulk ingest). The compiled validator only *accepts*: a record it
+rejects is re-checked by `jsonschema`, which stays the authority for rejections and produces
+the 422 pointers (a record the strict compiled check rejects but `jsonschema` accepts is
+accepted). Both use the same format checkers (the `jsonschema` ones), so "valid" means the same.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import jsonschema_rs
 import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.protocols import Validator
@@ -24,6 +32,7 @@ NATIVE_VERSIONS = {"v1": "NativeEnvelopeV1", "v2": "NativeEnvelopeV2"}
 FHIR_TYPES = frozenset(
     {"Patient", "Encounter", "Condition", "Observation", "Immunization", "AllergyIntolerance", "Procedure"}
 )
+_FHIR_TOP_TYPES = FHIR_TYPES | {"Bundle"}  # a request body may also be a Bundle
 FHIR_VERSION = "fhir-r4"
 PointerErrors = list[dict[str, str]]
 
@@ -68,6 +77,42 @@ def schema_validator(component: str) -> Validator:
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
 
 
+def _same_formats(schema: Any, found: set[str] | None = None) -> set[str]:
+    """The `format` values a schema uses."""
+    found = set() if found is None else found
+    if isinstance(schema, dict):
+        if isinstance(schema.get("format"), str):
+            found.add(schema["format"])
+        for value in schema.values():
+            _same_formats(value, found)
+    elif isinstance(schema, list):
+        for value in schema:
+            _same_formats(value, found)
+    return found
+
+
+@functools.cache
+def fast_validator(component: str) -> Any:
+    """The compiled (`jsonschema-rs`) twin of `schema_validator(component)`: same schema, and each
+    format checked by the very function `jsonschema` uses (a format it does not check, such as
+    `date-time` without rfc3339-validator installed, is not checked here either)."""
+    components = load_document(CONTRACT)["components"]["schemas"]
+    schema = _inline(components[component], components)
+    checker = Draft202012Validator.FORMAT_CHECKER
+    formats: dict[str, Callable[..., bool]] = {
+        name: functools.partial(checker.conforms, format=name) for name in _same_formats(schema)
+    }
+    return jsonschema_rs.Draft202012Validator(schema, formats=formats, validate_formats=True)
+
+
+def _valid(component: str, doc: Any) -> PointerErrors:
+    """[] when `doc` is valid, else its pointer errors (the compiled check first; `jsonschema`
+    decides and explains every rejection)."""
+    if fast_validator(component).is_valid(doc):
+        return []
+    return pointer_errors(schema_validator(component), doc)
+
+
 def _escape(part: Any) -> str:
     return str(part).replace("~", "~0").replace("/", "~1")
 
@@ -89,9 +134,9 @@ def pointer_errors(validator: Validator, doc: Any, prefix: str = "", limit: int 
 
 
 def _check(component: str, doc: Any) -> None:
-    validator = schema_validator(component)
-    if not validator.is_valid(doc):
-        raise RecordInvalid(pointer_errors(validator, doc))
+    errors = _valid(component, doc)
+    if errors:
+        raise RecordInvalid(errors)
 
 
 def classify_native(doc: Any) -> Classified:
@@ -113,17 +158,15 @@ def _fhir_errors(doc: Any, prefix: str = "") -> PointerErrors:
     rtype = doc.get("resourceType")
     if rtype is None:
         return [{"pointer": f"{prefix}/resourceType", "reason": "required"}]
-    allowed = FHIR_TYPES if prefix else FHIR_TYPES | {"Bundle"}
+    allowed = FHIR_TYPES if prefix else _FHIR_TOP_TYPES
     if not isinstance(rtype, str) or rtype not in allowed:
         return [{"pointer": f"{prefix}/resourceType", "reason": "enum"}]
     if rtype != "Bundle":
-        validator = schema_validator(rtype)
-        return [] if validator.is_valid(doc) else pointer_errors(validator, doc, prefix)
-    errors: PointerErrors = []
-    validator = schema_validator("Bundle")
-    if not validator.is_valid(doc):
-        # Entry resources are re-checked by their own type below, for precise pointers.
-        errors = [e for e in pointer_errors(validator, doc) if not e["pointer"].endswith("/resource")]
+        if fast_validator(rtype).is_valid(doc):
+            return []
+        return pointer_errors(schema_validator(rtype), doc, prefix)
+    # Entry resources are re-checked by their own type below, for precise pointers.
+    errors = [e for e in _valid("Bundle", doc) if not e["pointer"].endswith("/resource")]
     entries = doc.get("entry")
     if isinstance(entries, list):
         for i, entry in enumerate(entries[:10_000]):

@@ -44,10 +44,27 @@ KINDS = {
 @functools.cache
 def envelope_validator(version: str | None = None) -> Draft202012Validator:
     """The ingest contract's `NativeEnvelope` (v1 | v2), or one version of it, as a 2020-12 validator."""
-    document = load_document(INGEST_CONTRACT)
+    components = load_document(INGEST_CONTRACT)["components"]
     name = {"v1": "NativeEnvelopeV1", "v2": "NativeEnvelopeV2"}.get(version or "", "NativeEnvelope")
-    schema = {"$ref": f"#/components/schemas/{name}", "components": document["components"]}
+    # $refs inlined once: resolving them per record cost as much as the validation itself.
+    schema = inline_refs(components["schemas"][name], components)
     return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def inline_refs(node: Any, components: dict[str, Any], depth: int = 0) -> Any:
+    """A copy of `node` with local `#/components/schemas/X` refs replaced by their (acyclic) targets."""
+    if depth > 20:
+        raise ValueError("schema nesting too deep (a cycle?)")
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+            target = components["schemas"][ref.rsplit("/", 1)[1]]
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            return {**inline_refs(target, components, depth + 1), **inline_refs(rest, components, depth + 1)}
+        return {k: inline_refs(v, components, depth + 1) for k, v in node.items() if k != "discriminator"}
+    if isinstance(node, list):
+        return [inline_refs(v, components, depth + 1) for v in node]
+    return node
 
 
 def validate_envelope(envelope: Any) -> None:

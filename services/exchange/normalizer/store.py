@@ -35,12 +35,18 @@ _RECORD_COLUMNS = (
     "tenant", "source_format", "record_type", "schema_version", "canonical_version",
     "object_bucket", "object_key", "object_sha256", "line", "received_at",
 )  # fmt: skip
-_RECORD = f"""
+_RECORD_TYPES = ("uuid", "text", "text", "text", "text", "text", "text", "text", "text", "int", "timestamptz")
+_RECORDS = f"""
 INSERT INTO canonical.records (id, {", ".join(_RECORD_COLUMNS)})
-VALUES ({", ".join(f"${i}" for i in range(1, len(_RECORD_COLUMNS) + 2))})
+SELECT * FROM unnest({", ".join(f"${i}::{t}[]" for i, t in enumerate(_RECORD_TYPES, start=1))})
 ON CONFLICT DO NOTHING
 """
-_RECORD_ID = "SELECT id FROM canonical.records WHERE tenant = $1 AND object_key = $2 AND line = $3"
+# The record ids, whoever wrote them first (a replay lands on the original event's record).
+_RECORD_IDS = """
+SELECT r.id, r.tenant, r.object_key, r.line FROM canonical.records r
+  JOIN unnest($1::text[], $2::text[], $3::int[]) AS k(tenant, object_key, line)
+    ON r.tenant = k.tenant AND r.object_key = k.object_key AND r.line = k.line
+"""
 _SUBJECT = """
 INSERT INTO canonical.subjects AS s (id, token_key_id, t1, t2, t3, t4, t5, birth_year, age_over_89, sex, zip3)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
@@ -122,11 +128,12 @@ async def write_batch(conn: asyncpg.Connection, outcomes: Sequence[Outcome], out
             new_ids.discard(o.event_id)
             fresh.append(o)
     with_ids: list[tuple[Outcome, uuid.UUID]] = []
-    for o in fresh:
-        rec = o.record
-        await conn.execute(_RECORD, o.record_id, *(rec[c] for c in _RECORD_COLUMNS))
-        record_id = await conn.fetchval(_RECORD_ID, rec["tenant"], rec["object_key"], rec["line"])
-        with_ids.append((o, record_id))
+    if fresh:
+        arrays = [[o.record[c] for o in fresh] for c in _RECORD_COLUMNS]
+        await conn.execute(_RECORDS, [o.record_id for o in fresh], *arrays)
+        found = await conn.fetch(_RECORD_IDS, arrays[0], arrays[6], arrays[8])
+        ids = {(r["tenant"], r["object_key"], r["line"]): r["id"] for r in found}
+        with_ids = [(o, ids[(o.record["tenant"], o.record["object_key"], o.record["line"])]) for o in fresh]
     for (table, columns, upsert), rows in _group(with_ids).items():
         if table == "subjects":
             assert columns == _SUBJECT_COLUMNS, "subject rows are built by mapping.bind_subjects"

@@ -273,17 +273,20 @@ async def _serve_http(settings: NormalizerSettings, registry: CollectorRegistry,
     return server, asyncio.create_task(server.serve())
 
 
-async def run_from_env() -> None:
-    """`exchange serve normalizer`: run until SIGTERM/SIGINT."""
+async def run() -> None:
+    """`exchange serve normalizer`: settings from the environment; runs until SIGTERM/SIGINT."""
     settings = load(NormalizerSettings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await run(settings, stop)
+    await serve(settings, stop)
 
 
-async def run(settings: NormalizerSettings, stop: asyncio.Event, registry: CollectorRegistry | None = None) -> None:
+run_from_env = run
+
+
+async def serve(settings: NormalizerSettings, stop: asyncio.Event, registry: CollectorRegistry | None = None) -> None:
     """Run the worker (and its outbox relay) until `stop` is set."""
     registry = registry or CollectorRegistry()
     metrics = NormalizerMetrics(registry)

@@ -53,13 +53,20 @@ class FirstName(NamedTuple):
 
 # --- names --------------------------------------------------------------------------------
 
+MAX_NAME_LENGTH = 128
+"""Longer names are invalid. OpenToken has no bound, but its suffix pattern backtracks
+quadratically on long inputs: one crafted value could stall a worker (ADR 0003)."""
+# Collapsing whitespace runs to their first character changes no decision of the name patterns
+# (they test whitespace only by class) and removes their worst quadratic case.
+_WHITESPACE_RUN = re.compile(r"(\s)\s+")
+
 
 def normalize_first_name(raw: str) -> str:
     """Strip diacritics, titles, generational suffixes, a trailing initial and non-letters.
 
     A compound first name whose first part has 3+ letters keeps only that part ("Mary Ann").
     """
-    value = strip_diacritics(raw)
+    value = _WHITESPACE_RUN.sub(r"\1", strip_diacritics(raw))
     without_title = TITLES.sub("", value).strip()
     if without_title:
         value = without_title
@@ -74,8 +81,9 @@ def normalize_first_name(raw: str) -> str:
 
 
 def first_name_component(raw: str) -> FirstName | None:
-    """The upper-cased first name forms, or None for blank, placeholder or empty-after-cleaning."""
-    if is_blank(raw) or is_placeholder(raw):
+    """The upper-cased first name forms, or None for blank, placeholder, too long or
+    empty-after-cleaning."""
+    if is_blank(raw) or is_placeholder(raw) or len(raw) > MAX_NAME_LENGTH:
         return None
     value = normalize_first_name(raw)
     if not value or is_placeholder(value):
@@ -86,7 +94,7 @@ def first_name_component(raw: str) -> FirstName | None:
 
 def normalize_last_name(raw: str) -> str:
     """Strip diacritics, generational suffixes (unless nothing else is left) and non-letters."""
-    value = strip_diacritics(raw)
+    value = _WHITESPACE_RUN.sub(r"\1", strip_diacritics(raw))
     without_suffix = GENERATIONAL_SUFFIX.sub("", value)
     if not is_blank(without_suffix):
         value = without_suffix
@@ -99,9 +107,10 @@ _VOWELS = frozenset("aeiouAEIOU")
 def last_name_component(raw: str) -> str | None:
     """The upper-cased last name, or None.
 
-    Valid: 3+ letters, or 2 letters with a vowel, or "Ng"; never a placeholder.
+    Valid: 3+ letters, or 2 letters with a vowel, or "Ng"; never a placeholder; at most 128
+    characters.
     """
-    if is_blank(raw) or is_placeholder(raw):
+    if is_blank(raw) or is_placeholder(raw) or len(raw) > MAX_NAME_LENGTH:
         return None
     value = normalize_last_name(raw)
     size = len(value)

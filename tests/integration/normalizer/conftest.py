@@ -104,7 +104,9 @@ class Stack:
             "correlation_id": uuid.uuid4().hex,
         }
 
-    async def ingest_ndjson(self, lines: list[bytes], content_type: str = "application/fhir+ndjson") -> list[dict[str, Any]]:
+    async def ingest_ndjson(
+        self, lines: list[bytes], content_type: str = "application/fhir+ndjson"
+    ) -> list[dict[str, Any]]:
         """Store NDJSON as one raw object and return one event per line (not yet published)."""
         body = b"\n".join(lines) + b"\n"
         key, digest = await self.put_raw(body, content_type)
@@ -120,7 +122,9 @@ class Stack:
             ))  # fmt: skip
         return events
 
-    async def publish(self, events: list[dict[str, Any]], raw: list[bytes] | None = None, topic: str | None = None) -> None:
+    async def publish(
+        self, events: list[dict[str, Any]], raw: list[bytes] | None = None, topic: str | None = None
+    ) -> None:
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all", enable_idempotence=True, linger_ms=5)
         await producer.start()
         try:

@@ -184,3 +184,24 @@ def test_synthea_patients_match_the_oracle(tokenizer):
 
 def test_rule_order_is_t1_to_t5():
     assert RULE_IDS == ("T1", "T2", "T3", "T4", "T5")
+
+
+NAME_PIECES = st.sampled_from(
+    [" ", "\t", "\n", "\u00a0", "\u2003", "\x1c", "\u0301", ".", "-", "I", "V", "X", "Jr", "jr.", "Dr", "Mr."]
+) | st.sampled_from(["2nd", "a", "B", "é", "ß", "Ng", "Test"])
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(NAME_PIECES, max_size=14).map("".join))
+def test_whitespace_titles_and_suffixes_in_any_arrangement_match(raw):
+    first = a.first_name_component(raw)
+    assert (first.full if first else None) == _oracle_component(FirstNameAttribute(), raw)
+    assert a.last_name_component(raw) == _oracle_component(LastNameAttribute(), raw)
+
+
+def test_names_longer_than_the_bound_are_invalid_not_slow():
+    # OpenToken has no bound; its suffix pattern is quadratic (ADR 0003). Real names fit easily.
+    assert a.first_name_component("Maria del Carmen Guadalupe") is not None
+    assert a.last_name_component("x" * a.MAX_NAME_LENGTH) is not None
+    assert a.last_name_component("x" * (a.MAX_NAME_LENGTH + 1)) is None
+    assert a.first_name_component("ab" + " " * 100_000 + "c") is None
