@@ -17,8 +17,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import structlog
-from structlog.tracebacks import ExceptionDictTransformer
 from structlog.contextvars import bind_contextvars, get_contextvars, reset_contextvars
+from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, WrappedLogger
 
 CORRELATION_HEADER = "X-Correlation-ID"

@@ -103,7 +103,7 @@ async def test_a_postgres_outage_pauses_retries_and_resumes_without_dead_letters
         return await stack.count("normalizer.inbox") == len(first) + len(more) and await caught_up(stack)
 
     await wait_for(all_done, timeout=90, what="recovery after Postgres came back")
-    from .test_failures import dlq_count
+    from .test_normalizer_failures import dlq_count
 
     assert await dlq_count(stack) == 0
     assert await stack.count("canonical.encounters") == 80
