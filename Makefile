@@ -91,3 +91,15 @@ images: ## build exchange:dev and exchange-operator:dev and load them into kind
 .PHONY: e2e
 e2e: deps engines ## kind end-to-end: images, chart, sample, curl through the ingress (needs Docker and kind)
 	$(PY) -m pytest -m e2e tests/e2e/kind -q -rs
+
+.PHONY: bench-ingest bench-tokenize bench-normalize bench-query bench-operator
+bench-ingest: deps engines ## ingest throughput/latency vs the Postgres and S3 floors
+	@bash hack/bench/ingest
+bench-tokenize: deps ## tokenizer records/s vs openlinktoken and the bare hashing limit
+	@bash hack/bench/tokenize
+bench-normalize: deps engines ## normalizer sustained records/s and consumer lag
+	@bash hack/bench/normalize
+bench-query: deps engines ## query p50/p99 with 1M canonical rows
+	@bash hack/bench/query
+bench-operator: deps engines ## CR apply → children present, 1 and 20 pipelines
+	@bash hack/bench/operator

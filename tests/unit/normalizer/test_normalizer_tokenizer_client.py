@@ -55,10 +55,10 @@ async def test_bad_credentials_are_transient_and_an_unreachable_tokenizer_too(to
 
 
 async def test_a_request_the_tokenizer_refuses_is_poison(tokenizer_app):
-    tok = client(tokenizer_app)
+    tok = client(tokenizer_app, batch_size=5000)
     try:
         with pytest.raises(PoisonError) as caught:
-            await tok.tokenize([Person(first_name="x" * 5000)])  # over the contract's maxLength → 422
-        assert caught.value.error_class == "tokenizer-rejected" and "xxxx" not in str(caught.value)
+            await tok.tokenize([ADA] * 1001)  # over the tokenizer's batch limit → 413
+        assert caught.value.error_class == "tokenizer-rejected" and "Lovelace" not in str(caught.value)
     finally:
         await tok.aclose()
