@@ -163,22 +163,6 @@ def up(argv: list[str]) -> int:
     return 0
 
 
-def _interrupt_and_wait(pid: int, timeout: float) -> bool:
-    """SIGINT `pid` and wait for it to exit; True when it was running."""
-    try:
-        os.kill(pid, signal.SIGINT)
-    except ProcessLookupError:
-        return False
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    return True
-
-
 def down(argv: list[str]) -> int:
     if not STATE.exists():
         print("nothing to stop")
@@ -195,7 +179,7 @@ def down(argv: list[str]) -> int:
             if pid_file.stem == "postgres":
                 # SIGINT is Postgres' fast shutdown; its children leave the process group,
                 # so the postmaster must take them down before the group is signalled.
-                interrupted = _interrupt_and_wait(pid, timeout=20)
+                interrupted = stop_pid(pid, timeout=20, sig=signal.SIGINT, group=False)
             if stop_pid(pid, timeout=30) or interrupted:
                 stopped.append(pid_file.stem)
             pid_file.unlink()

@@ -18,22 +18,7 @@ if have_stamp kafka "$STAMP" && [ -f "$DEST/libs/kafka_2.13-$KAFKA_VERSION.jar" 
   exit 0
 fi
 
-apt_install() {
-  local sudo=""
-  if [ "$(id -u)" != 0 ]; then
-    command -v sudo >/dev/null || die "$* missing and not root (no sudo): install it and rerun"
-    sudo="sudo"
-  fi
-  log "apt-get install $*"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@" >/dev/null
-}
-
-java_major() { java -XshowSettings:properties -version 2>&1 | sed -n 's/^ *java.specification.version = //p'; }
-if ! command -v java >/dev/null || [ "$(java_major | cut -d. -f1)" -lt 17 ]; then
-  apt_install openjdk-17-jre-headless
-fi
-command -v mvn >/dev/null || apt_install maven
+ensure_java_maven
 
 [ -f "$SRC/pom.xml" ] || die "missing $SRC/pom.xml"
 grep -q "<kafka.version>$KAFKA_VERSION</kafka.version>" "$SRC/pom.xml" \

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -40,6 +41,17 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
         return True
     return False
+
+
+def java_binary(installer: str) -> str:
+    """`$JAVA_HOME/bin/java` or the java on PATH (17+; the install scripts check the version)."""
+    home = os.environ.get("JAVA_HOME")
+    if home and (Path(home) / "bin" / "java").exists():
+        return str(Path(home) / "bin" / "java")
+    found = shutil.which("java")
+    if found is None:
+        raise EngineError(f"java (17+) is missing; run `bash hack/install/{installer}`")
+    return found
 
 
 def require_binary(path: Path, installer: str) -> Path:
@@ -144,10 +156,16 @@ class EngineProcess:
             return f"(no log at {self.log_path})"
 
 
-def stop_pid(pid: int, timeout: float = 15.0) -> bool:
-    """Stop a process group started by EngineProcess; True when it was running."""
+def stop_pid(pid: int, timeout: float = 15.0, *, sig: int = signal.SIGTERM, group: bool = True) -> bool:
+    """Stop a process (group) started by EngineProcess; True when it was running.
+
+    Sends `sig` (to the group, or to `pid` alone), waits up to `timeout` seconds, then SIGKILLs.
+    """
     try:
-        os.killpg(pid, signal.SIGTERM)
+        if group:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
     except ProcessLookupError:
         return False
     deadline = time.monotonic() + timeout
@@ -161,7 +179,7 @@ def stop_pid(pid: int, timeout: float = 15.0) -> bool:
             os.waitpid(pid, os.WNOHANG)
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pid, signal.SIGKILL) if group else os.kill(pid, signal.SIGKILL)
     return True
 
 

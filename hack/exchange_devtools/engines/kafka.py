@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import os
-import shutil
 import socket
 import struct
 import uuid
@@ -25,6 +23,7 @@ from exchange_devtools.engines.base import (
     EngineError,
     EngineProcess,
     free_port,
+    java_binary,
     run,
 )
 
@@ -39,17 +38,6 @@ JVM_OPTS = (
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
 )
-
-
-def java_binary() -> str:
-    """`$JAVA_HOME/bin/java` or the java on PATH (Java 17+; the install script checks the version)."""
-    home = os.environ.get("JAVA_HOME")
-    if home and (Path(home) / "bin" / "java").exists():
-        return str(Path(home) / "bin" / "java")
-    found = shutil.which("java")
-    if found is None:
-        raise EngineError(f"java (17+) is missing; run `bash hack/install/{INSTALLER}`")
-    return found
 
 
 def kafka_home() -> Path:
@@ -217,7 +205,7 @@ def kafka_server(
     `port=None` picks a free port, or the one this workdir used last time when still free.
     """
     home = kafka_home()
-    java = java_binary()
+    java = java_binary(INSTALLER)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "server.properties"

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import os
-import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exchange_devtools.engines.base import CACHE_DIR, EngineError, EngineProcess, free_port
+from exchange_devtools.engines.base import CACHE_DIR, EngineError, EngineProcess, free_port, java_binary
 
 S3PROXY_VERSION = "3.0.0"  # keep equal to hack/install/s3.sh
 INSTALLER = "s3.sh"
@@ -35,17 +33,6 @@ JVM_OPTS = (
     # s3proxy's logback prints its own configuration status on every start otherwise.
     "-Dlogback.statusListenerClass=ch.qos.logback.core.status.NopStatusListener",
 )
-
-
-def java_binary() -> str:
-    """`$JAVA_HOME/bin/java` or the java on PATH (Java 17+; the install script checks the version)."""
-    home = os.environ.get("JAVA_HOME")
-    if home and (Path(home) / "bin" / "java").exists():
-        return str(Path(home) / "bin" / "java")
-    found = shutil.which("java")
-    if found is None:
-        raise EngineError(f"java (17+) is missing; run `bash hack/install/{INSTALLER}`")
-    return found
 
 
 def s3proxy_jar() -> Path:
@@ -150,7 +137,7 @@ def s3_server(
     `port=None` picks a free port, or the one this workdir used last time when still free.
     """
     jar = s3proxy_jar()
-    java = java_binary()
+    java = java_binary(INSTALLER)
     workdir = Path(workdir).resolve()
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -46,12 +46,8 @@ class QuerySettings(ServiceSettings, DatabaseSettings, AuthSettings):
     query_max_buckets: int = Field(
         1_000, alias="QUERY_MAX_BUCKETS", ge=1, description="Most time buckets a counts query may span."
     )
-    query_introspection: bool | None = Field(
-        None,
-        alias="QUERY_INTROSPECTION",
-        description="Allow schema introspection; unset means only when ENV=local.",
-    )
 
     @property
     def introspection(self) -> bool:
-        return self.is_local if self.query_introspection is None else self.query_introspection
+        """Schema introspection (and the GraphiQL IDE) only when ENV=local."""
+        return self.is_local
