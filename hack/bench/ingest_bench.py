@@ -70,6 +70,41 @@ class Conn:
         return int(status_line.split()[1]), payload
 
 
+def _component(cmdline: str) -> str:
+    for needle, name in (("s3proxy", "s3proxy"), ("kafka", "kafka"), ("postgres", "postgres"),
+                         ("uvicorn", "ingest"), ("multiprocessing", "ingest"), ("ingest.relay", "relay")):  # fmt: skip
+        if needle in cmdline:
+            return name
+    return "other"
+
+
+def cpu_by_component() -> dict[str, float]:
+    """CPU seconds (user + system, own + reaped children) of this process's descendants, by
+    component: a load-independent measure on a shared machine, unlike req/s."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parent: dict[int, int] = {}
+    stats: dict[int, tuple[float, str]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            parent[int(entry.name)] = int(fields[1])
+            stats[int(entry.name)] = (sum(int(f) for f in fields[11:15]) / tick, cmd)
+    mine, frontier = set(), {os.getpid()}
+    while frontier:
+        mine |= frontier
+        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - mine
+    out: dict[str, float] = {}
+    for pid in mine - {os.getpid()}:
+        seconds, cmd = stats.get(pid, (0.0, ""))
+        name = _component(cmd)
+        out[name] = out.get(name, 0.0) + seconds
+    out["load generator"] = time.process_time()
+    return out
+
+
 def headers(content_type: str = "application/json") -> dict[str, str]:
     return {"Authorization": "Bearer dev", "Content-Type": content_type, "Idempotency-Key": uuid.uuid4().hex}
 
@@ -97,7 +132,8 @@ async def closed_loop(port: int, clients: int, seconds: float) -> dict[str, floa
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
     elapsed = time.perf_counter() - started
-    return {"rps": len(latencies) / elapsed, "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99), "errors": errors}
+    return {"rps": len(latencies) / elapsed, "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99),
+            "errors": errors, "count": len(latencies)}  # fmt: skip
 
 
 async def open_loop(port: int, rate: float, seconds: float, pool: int = 256) -> dict[str, float]:
@@ -295,7 +331,11 @@ def main() -> int:
         wait_http(port)
         asyncio.run(closed_loop(port, 8, 2))  # warm-up
 
+        cpu_before = cpu_by_component()
         single = asyncio.run(closed_loop(port, args.clients, args.seconds))
+        cpu_after = cpu_by_component()
+        requests = single["count"]
+        cpu_per_req = {k: (cpu_after[k] - cpu_before.get(k, 0.0)) / requests * 1e6 for k in cpu_after}
         fixed = asyncio.run(open_loop(port, args.rate, args.seconds))
         bulk_result = asyncio.run(bulk(port, args.bulk_lines, args.bulk_rounds, args.bulk_clients))
         pg_tps = asyncio.run(pg_floor(pg.dsn, args.clients, args.seconds / 2))
@@ -321,6 +361,13 @@ def main() -> int:
         print(
             f"  floor: Postgres statements alone {pg_tps:8.0f} tx/s; raw S3 PUTs {s3_ps:8.0f} PUT/s"
             f" (through aiobotocore: {s3_boto:.0f} PUT/s)"
+        )
+        server_side = sum(v for k, v in cpu_per_req.items() if k != "load generator")
+        print(
+            "  CPU per single request (us): "
+            + ", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu_per_req.items(), key=lambda kv: -kv[1]))
+            + f"; server side {server_side:.0f} us -> CPU-bound ceiling on {os.cpu_count()} idle cores"
+            f" (load generator excluded) {(os.cpu_count() or 1) * 1e6 / server_side:.0f} req/s"
         )
         print(
             f"  ratios: single / Postgres floor = {single['rps'] / pg_tps:.2f};"

@@ -61,6 +61,8 @@ MIGRATIONS: list[str] = [
     "exchange.ingest.migrations:upgrade",
     "exchange.normalizer.migrations:upgrade",
 ]
+# Role and grant set-up that needs the migrated schema; each reads its settings from the environment.
+GRANTS: list[str] = ["exchange.query.roles:ensure_readonly_role_from_env"]
 
 
 def resolve(target: str, *, optional: bool = False) -> Callable[..., Any] | None:
@@ -136,6 +138,11 @@ def migrate() -> None:
                 if asyncio.iscoroutine(result):
                     asyncio.run(result)
                 typer.echo(f"migrated: {target.split(':')[0]}")
+        for target in GRANTS:
+            grant = resolve(target, optional=True)
+            if grant is not None:
+                grant()
+                typer.echo(f"granted: {target.split(':')[0]}")
     except ExchangeError as exc:
         raise fail(str(exc)) from None
 

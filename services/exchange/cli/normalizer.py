@@ -37,7 +37,9 @@ def _when(value: str, name: str) -> datetime:
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
+    # Our own errors carry a PII-free one-liner; a library's text may echo data: only its class.
+    message = str(exc) if isinstance(exc, ExchangeError) else f"{type(exc).__name__} (is the engine reachable?)"
+    typer.echo(f"error: {message}", err=True)
     return typer.Exit(1)
 
 
@@ -53,7 +55,7 @@ def dlq_replay_command(
 
     try:
         result = asyncio.run(dlq_replay(_settings(), dry_run=dry_run, limit=limit))
-    except ExchangeError as exc:
+    except Exception as exc:
         raise _fail(exc) from None
     verb = "would replay" if dry_run else "replayed"
     classes = ", ".join(f"{k}={v}" for k, v in sorted(result.by_error_class.items())) or "none"
@@ -86,7 +88,7 @@ def replay_command(
                 progress.update(task, advance=1, events=progress.tasks[task].fields["events"] + events)
 
             result = asyncio.run(replay(_settings(), tenant, start, end, on_total=on_total, on_object=on_object))
-    except ExchangeError as exc:
+    except Exception as exc:
         raise _fail(exc) from None
     typer.echo(f"replayed {result.events} event(s) from {result.objects} raw object(s); skipped {result.skipped_lines}")
 
@@ -100,7 +102,7 @@ def verify_command(
 
     try:
         report = asyncio.run(verify(_settings(), tenant))
-    except ExchangeError as exc:
+    except Exception as exc:
         raise _fail(exc) from None
     typer.echo(f"raw objects: {report.raw_objects}, canonical records: {report.records}")
     typer.echo(f"raw objects without canonical records: {len(report.raw_without_records)}")

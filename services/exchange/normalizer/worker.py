@@ -23,6 +23,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
@@ -31,7 +32,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 
 from exchange.core.db import create_pool
 from exchange.core.errors import DependencyError, PoisonError
-from exchange.core.kafka import make_consumer, make_producer
+from exchange.core.kafka import header_map, make_consumer, make_producer
 from exchange.core.logging import bind_correlation_id, get_logger
 from exchange.core.settings import load
 from exchange.core.storage import s3_client
@@ -163,10 +164,11 @@ class Worker:
             raise DependencyError("kafka", type(err).__name__) from None
         for m, error in poison:
             self.metrics.dlq.labels(error.error_class).inc()
-            log.warning(
-                "dead_lettered", error_class=error.error_class, reason=str(error), topic=m.topic,
-                partition=m.partition, offset=m.offset,
-            )  # fmt: skip
+            with bind_correlation_id(header_map(m.headers).get("correlation_id")):
+                log.warning(
+                    "dead_lettered", error_class=error.error_class, reason=str(error), topic=m.topic,
+                    partition=m.partition, offset=m.offset,
+                )  # fmt: skip
 
     async def _commit(self, batch: Batch) -> None:
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.items() if records}
@@ -305,7 +307,8 @@ async def serve(settings: NormalizerSettings, stop: asyncio.Event, registry: Col
         settings, settings.normalizer_topic, group_id=settings.normalizer_group,
         max_poll_records=settings.normalizer_batch, max_partition_fetch_bytes=4 * 1024 * 1024,
     )  # fmt: skip
-    http = None
+    server = None
+    closers: list[Callable[[], Awaitable[Any]]] = []
     try:
         async with s3_client(settings) as s3:
             await _until_up("kafka", producer.start, stop)
@@ -313,9 +316,15 @@ async def serve(settings: NormalizerSettings, stop: asyncio.Event, registry: Col
             if stop.is_set():
                 return
             if settings.normalizer_metrics_port:
-                http = await _serve_http(settings, registry, pool)
+                server = await _serve_http(settings, registry, pool)
             relay = OutboxRelay(pool, producer, poll=settings.relay_poll_seconds)
-            pipeline = Pipeline(RawObjects(s3, settings.normalizer_object_cache_bytes), tokenizer, settings.id_key)
+            http = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=4 * settings.s3_timeout, connect=settings.s3_timeout),
+                connector=aiohttp.TCPConnector(limit=64),
+            )
+            closers.append(http.close)
+            raw = RawObjects(s3, settings.normalizer_object_cache_bytes, http)
+            pipeline = Pipeline(raw, tokenizer, settings.id_key)
             worker = Worker(settings, pool, consumer, producer, pipeline, metrics, relay)
             relay_task = asyncio.create_task(relay.run(stop))
             log.info("normalizer_started", topic=settings.normalizer_topic, group=settings.normalizer_group)
@@ -325,11 +334,11 @@ async def serve(settings: NormalizerSettings, stop: asyncio.Event, registry: Col
                 stop.set()
                 await relay_task
     finally:
-        if http is not None:
-            http[0].should_exit = True
+        if server is not None:
+            server[0].should_exit = True
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(http[1], timeout=5)
-        for closer in (consumer.stop, producer.stop, tokenizer.aclose, pool.close):
+                await asyncio.wait_for(server[1], timeout=5)
+        for closer in (consumer.stop, producer.stop, tokenizer.aclose, pool.close, *closers):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(closer(), timeout=10)
         log.info("normalizer_stopped")

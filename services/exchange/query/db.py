@@ -18,14 +18,13 @@ from exchange.core.db import create_pool
 from exchange.core.errors import ConfigError
 from exchange.query.settings import QuerySettings
 
+
 class Database:
     """A pool plus the counted `fetch()` every repository query uses."""
 
     def __init__(self, pool: asyncpg.Pool, registry: CollectorRegistry | None = None) -> None:
         self.pool = pool
-        self.total = Counter(
-            "query_sql_statements_total", "SQL statements run by GraphQL resolvers", registry=registry
-        )
+        self.total = Counter("query_sql_statements_total", "SQL statements run by GraphQL resolvers", registry=registry)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         self.total.inc()

@@ -46,8 +46,8 @@ from strawberry.extensions import (
 
 from exchange.query.settings import QuerySettings
 
-LIST_FACTOR = 10
-"""Assumed length of a list without pages (a subject's patients, its sources)."""
+LIST_FACTOR = 5
+"""Assumed length of a list without pages (a subject's patients, its sources, a fact's codings)."""
 INTERNAL = "internal error"
 
 
@@ -77,6 +77,8 @@ def field_kinds(schema: GraphQLSchema) -> dict[str, str]:
             inner = field.type.of_type if isinstance(field.type, GraphQLNonNull) else field.type
             if "first" in field.args:
                 kinds[name] = "paged"
+            elif name == "edges":
+                continue  # a connection's page: its `first` already multiplies
             elif isinstance(inner, GraphQLList) and kinds.get(name) != "paged":
                 kinds[name] = "list"
     return kinds

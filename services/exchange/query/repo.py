@@ -124,8 +124,7 @@ class Repo:
         """(record_id, patient_id): the patient each record is about (its Patient row or its facts')."""
         parts = ["SELECT record_id, id AS patient_id FROM canonical.patients WHERE record_id = ANY($1) AND tenant = $2"]
         parts += [
-            f"SELECT record_id, patient_id FROM canonical.{t} WHERE record_id = ANY($1) AND tenant = $2"
-            for t in FACTS
+            f"SELECT record_id, patient_id FROM canonical.{t} WHERE record_id = ANY($1) AND tenant = $2" for t in FACTS
         ]
         sql = (
             "SELECT DISTINCT ON (record_id) record_id, patient_id FROM ("
@@ -186,7 +185,9 @@ class Repo:
         patients = f"SELECT id, subject_id FROM canonical.patients WHERE subject_id = ANY({ids})"
         patients += _tenant(p, "patients", tenant)
         links = ["SELECT pt.subject_id, x.record_id FROM pt JOIN canonical.patients x ON x.id = pt.id"]
-        links += [f"SELECT pt.subject_id, f.record_id FROM pt JOIN canonical.{t} f ON f.patient_id = pt.id" for t in FACTS]
+        links += [
+            f"SELECT pt.subject_id, f.record_id FROM pt JOIN canonical.{t} f ON f.patient_id = pt.id" for t in FACTS
+        ]
         where = "r.id = l.record_id" + _tenant(p, "r", tenant) + _window(p, "r.received_at", "r", page)
         sql = (
             f"WITH pt AS ({patients}), l AS ({' UNION '.join(links)}) "

@@ -23,9 +23,9 @@ class QuerySettings(ServiceSettings, DatabaseSettings, AuthSettings):
     query_linker_role: str = Field(
         "linker", alias="QUERY_LINKER_ROLE", description="JWT role allowed to link subjects across tenants."
     )
-    query_max_depth: int = Field(10, alias="QUERY_MAX_DEPTH", ge=1, description="Deepest selection nesting.")
+    query_max_depth: int = Field(12, alias="QUERY_MAX_DEPTH", ge=1, description="Deepest selection nesting.")
     query_max_cost: int = Field(
-        20_000,
+        50_000,
         alias="QUERY_MAX_COST",
         ge=1,
         description="Most objects a query may ask for (each list multiplies its children by its page size).",
