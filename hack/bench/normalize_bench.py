@@ -207,9 +207,9 @@ async def main() -> None:
             produced, sent, samples, next_sample = 0, 0, [], start + 1
             while (now := time.monotonic()) - start < args.seconds:
                 due = int((now - start) / interval) + 1
-                for events in objects[sent:due]:
-                    produced += await send(producer, events)
-                sent = max(sent, due)
+                if due > sent:
+                    produced += await send(producer, [e for events in objects[sent:due] for e in events])
+                    sent = due
                 if now >= next_sample:
                     current = await lag(watcher, partitions)
                     samples.append((now - start, current))
@@ -226,9 +226,8 @@ async def main() -> None:
             worker = procs.pop()
             worker.terminate()
             worker.wait(30)
-            backlog = 0
-            for events in await put_objects(client, gen, args.backlog // args.lines_per_object, args.lines_per_object):
-                backlog += await send(producer, events)
+            pending = await put_objects(client, gen, args.backlog // args.lines_per_object, args.lines_per_object)
+            backlog = await send(producer, [e for events in pending for e in events])
             procs.append(subprocess.Popen(argv, stdout=logs[1], stderr=logs[1], env=env))  # noqa: ASYNC220
             while (first := await lag(watcher, partitions)) >= backlog:
                 await asyncio.sleep(0.05)

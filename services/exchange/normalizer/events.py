@@ -1,7 +1,8 @@
 """Events in and out: `record.ingested.v1` parsing, `record.normalized.v1` building, DLQ headers.
 
-Both are checked against their JSON Schemas in `contracts/events/`. Ids derived here are
-deterministic (UUIDv5 in the project namespace), so the same input always yields the same event.
+Consumed events are validated against their JSON Schema in `contracts/events/`; produced ones are
+checked by the tests (`check_normalized`). Ids derived here are deterministic (UUIDv5 in the
+project namespace), so the same input always yields the same event.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def parse_ingested(value: bytes | None) -> IngestedEvent:
 
 
 def normalized_event(outcome: Outcome, record_id: uuid.UUID) -> dict[str, Any]:
-    """The record.normalized.v1 payload of a written outcome (validated against its schema)."""
+    """The record.normalized.v1 payload of a written outcome (see `check_normalized`)."""
     mapped = outcome.mapped
     subjects = sorted({str(r.values["id"]) for r in mapped.rows if r.table == "subjects"})
     payload: dict[str, Any] = {

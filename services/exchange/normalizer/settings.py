@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr, model_validator
 
+from exchange.core.errors import ConfigError
 from exchange.core.settings import DatabaseSettings, KafkaSettings, S3Settings, ServiceSettings
 
 SOURCE_TOPIC = "record.ingested.v1"
@@ -22,6 +25,11 @@ class NormalizerSettings(ServiceSettings, DatabaseSettings, S3Settings, KafkaSet
         None,
         alias="TOKENIZER_TOKEN",
         description="Bearer token (scope `tokenize`) for the tokenizer; unset means `dev` (ENV=local only).",
+    )
+    tokenizer_token_file: Path | None = Field(
+        None,
+        alias="TOKENIZER_TOKEN_FILE",
+        description="File holding that bearer token, re-read on every call (a rotated Secret or projected token).",
     )
     tokenizer_timeout: float = Field(5.0, alias="TOKENIZER_TIMEOUT", description="Seconds per tokenizer call.")
     tokenizer_batch: int = Field(
@@ -68,8 +76,8 @@ class NormalizerSettings(ServiceSettings, DatabaseSettings, S3Settings, KafkaSet
     def _id_key_outside_local(self) -> NormalizerSettings:
         if self.normalizer_id_key is None and not self.is_local:
             raise ValueError("NORMALIZER_ID_KEY is required unless ENV=local")
-        if self.tokenizer_token is None and not self.is_local:
-            raise ValueError("TOKENIZER_TOKEN is required unless ENV=local")
+        if self.tokenizer_token is None and self.tokenizer_token_file is None and not self.is_local:
+            raise ValueError("TOKENIZER_TOKEN or TOKENIZER_TOKEN_FILE is required unless ENV=local")
         return self
 
     @property
@@ -81,6 +89,11 @@ class NormalizerSettings(ServiceSettings, DatabaseSettings, S3Settings, KafkaSet
         key = self.normalizer_id_key.get_secret_value() if self.normalizer_id_key else LOCAL_ID_KEY
         return key.encode()
 
-    @property
     def tokenizer_bearer(self) -> str:
+        """The bearer for the tokenizer now: the file (re-read), the variable, or `dev` locally."""
+        if self.tokenizer_token_file is not None:
+            try:
+                return self.tokenizer_token_file.read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"TOKENIZER_TOKEN_FILE unreadable ({type(exc).__name__})") from None
         return self.tokenizer_token.get_secret_value() if self.tokenizer_token else "dev"

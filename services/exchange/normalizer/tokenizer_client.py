@@ -13,12 +13,12 @@ body, but nothing from the exchange is echoed into exceptions or logs either way
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
 
-from exchange.core.errors import DependencyError, PoisonError
+from exchange.core.errors import ConfigError, DependencyError, PoisonError
 from exchange.core.logging import current_correlation_id
 from exchange.normalizer.model import Person, TokenSet
 
@@ -32,7 +32,7 @@ class TokenizerClient:
     def __init__(
         self,
         base_url: str,
-        bearer: str,
+        bearer: str | Callable[[], str],
         *,
         timeout: float = 5.0,
         batch_size: int = 500,
@@ -41,9 +41,9 @@ class TokenizerClient:
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
-            headers={"Authorization": f"Bearer {bearer}"},
             transport=transport,
         )
+        self._bearer = bearer
         self.batch_size = batch_size
 
     async def aclose(self) -> None:
@@ -58,7 +58,11 @@ class TokenizerClient:
 
     async def _call(self, people: Sequence[Person]) -> list[TokenSet]:
         body = {"records": [p.as_request(str(i)) for i, p in enumerate(people)]}
-        headers = {}
+        try:
+            bearer = self._bearer() if callable(self._bearer) else self._bearer
+        except ConfigError:  # a token file mid-rotation: try again later
+            raise DependencyError("tokenizer", "credentials unavailable") from None
+        headers = {"Authorization": f"Bearer {bearer}"}
         cid = current_correlation_id()
         if cid:
             headers["X-Correlation-ID"] = cid

@@ -64,6 +64,16 @@ async def test_synthea_ndjson_is_normalized_end_to_end_without_pii(stack: Stack)
         counts[resource_type] = len(lines)
         events += await stack.ingest_ndjson(lines)
     events += await stack.ingest_ndjson([orjson.dumps(CANARY)], content_type="application/x-ndjson")
+    # the sample has no Observation file: one vital sign for its first patient, as a single resource
+    patient_id = orjson.loads(synthea_lines("Patient")[0])["id"]
+    observation = orjson.dumps({
+        "resourceType": "Observation", "id": "obs-1", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2", "display": "Body Height"}]},
+        "subject": {"reference": f"Patient/{patient_id}"}, "effectiveDateTime": "2020-01-02T03:04:05Z",
+        "valueQuantity": {"value": 170.2, "unit": "cm", "system": "http://unitsofmeasure.org", "code": "cm"},
+    })  # fmt: skip
+    key, digest = await stack.put_raw(observation, "application/fhir+json")
+    events.append(stack.event(key, digest, len(observation), "application/fhir+json", "Observation"))
     await stack.publish(events)
     stack.start_worker()
 
@@ -89,6 +99,12 @@ async def test_synthea_ndjson_is_normalized_end_to_end_without_pii(stack: Stack)
     assert counts["Patient"] <= len(subjects) <= counts["Patient"] + 1
     assert all(s["zip3"] is None or len(s["zip3"]) == 3 for s in subjects)
     assert any(s["age_over_89"] and s["birth_year"] is None for s in subjects)  # a Synthea patient born 1927
+    (obs,) = await stack.fetch(
+        "SELECT o.code, o.value_num, o.value_unit, p.subject_id FROM canonical.observations o"
+        " JOIN canonical.patients p ON p.id = o.patient_id"
+    )
+    assert (obs["code"], float(obs["value_num"]), obs["value_unit"]) == ("8302-2", 170.2, "cm")
+    assert obs["subject_id"] is not None
     linked = await stack.fetch(
         "SELECT count(*) AS n FROM canonical.procedures f JOIN canonical.encounters e ON e.id = f.encounter_id"
         " WHERE e.record_id IS NOT NULL"

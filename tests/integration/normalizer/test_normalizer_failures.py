@@ -122,3 +122,27 @@ async def test_an_s3_outage_pauses_retries_and_resumes_without_dead_letters(stac
 
     await wait_for(all_done, timeout=90, what="recovery after S3 came back")
     assert await dlq_count(stack) == 0
+
+
+async def test_two_workers_share_the_partitions_and_one_dying_hands_over_without_loss(stack: Stack) -> None:
+    events = []
+    for resource_type in ("Patient", "Encounter", "Procedure"):
+        events += await stack.ingest_ndjson(synthea_lines(resource_type))
+    await stack.publish(events)
+    first = stack.start_worker(NORMALIZER_BATCH="100")
+    stack.start_worker(NORMALIZER_BATCH="100")
+
+    async def partly_done() -> bool:
+        return await stack.count("normalizer.inbox") >= 300
+
+    await wait_for(partly_done, timeout=60, what="both workers started")
+    stack.kill_worker(first)  # the group rebalances its partitions to the survivor
+
+    async def all_done() -> bool:
+        return await stack.count("normalizer.inbox") == len(events) and await caught_up(stack)
+
+    await wait_for(all_done, timeout=120, what="the survivor finishing the work")
+    assert await stack.count("canonical.records") == len(events)
+    assert await stack.count("canonical.encounters") == len(synthea_lines("Encounter"))
+    assert await stack.count("canonical.procedures") == len(synthea_lines("Procedure"))
+    assert await stack.count("normalizer.outbox") == len(events)

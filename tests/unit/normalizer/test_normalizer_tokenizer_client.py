@@ -62,3 +62,38 @@ async def test_a_request_the_tokenizer_refuses_is_poison(tokenizer_app):
         assert caught.value.error_class == "tokenizer-rejected" and "Lovelace" not in str(caught.value)
     finally:
         await tok.aclose()
+
+
+async def test_the_token_file_is_read_on_every_call_so_a_rotation_needs_no_restart(tokenizer_app, tmp_path):
+    from exchange.normalizer.settings import NormalizerSettings
+
+    token_file = tmp_path / "token"
+    settings = NormalizerSettings(
+        ENV="production", DATABASE_URL="postgresql://u:pw-0123456789@h/d", S3_ACCESS_KEY_ID="ak",
+        S3_SECRET_ACCESS_KEY="sk-0123456789", KAFKA_BOOTSTRAP_SERVERS="k:9092", NORMALIZER_ID_KEY="id-key-0123456789",
+        TOKENIZER_TOKEN_FILE=str(token_file),
+    )  # fmt: skip
+    tok = client(tokenizer_app, bearer=settings.tokenizer_bearer)
+    try:
+        with pytest.raises(DependencyError):  # no file yet: transient, not a crash
+            await tok.tokenize([ADA])
+        token_file.write_text("not-a-valid-jwt\n")
+        with pytest.raises(DependencyError):  # refused by the tokenizer (production auth): transient
+            await tok.tokenize([ADA])
+    finally:
+        await tok.aclose()
+
+
+def test_outside_local_the_id_key_and_a_tokenizer_credential_are_required():
+    from exchange.core.errors import ConfigError
+    from exchange.core.settings import load
+    from exchange.normalizer.settings import NormalizerSettings
+
+    base = {"ENV": "production", "DATABASE_URL": "postgresql://u:pw-0123456789@h/d", "S3_ACCESS_KEY_ID": "ak",
+            "S3_SECRET_ACCESS_KEY": "sk-0123456789", "KAFKA_BOOTSTRAP_SERVERS": "k:9092"}  # fmt: skip
+    with pytest.raises(ConfigError, match="NORMALIZER_ID_KEY"):
+        load(NormalizerSettings, **base, TOKENIZER_TOKEN="t-0123456789")
+    with pytest.raises(ConfigError, match="TOKENIZER_TOKEN"):
+        load(NormalizerSettings, **base, NORMALIZER_ID_KEY="id-key-0123456789")
+    with pytest.raises(ConfigError, match="placeholder"):
+        load(NormalizerSettings, **base, NORMALIZER_ID_KEY="changeme", TOKENIZER_TOKEN="t-0123456789")
