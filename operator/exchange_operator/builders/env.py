@@ -11,7 +11,9 @@ from typing import Any
 
 from exchange_operator.builders.common import HTTP_PORT, Meta
 from exchange_operator.builders.secrets import (
+    NORMALIZER_ID_KEY,
     TOKENIZATION_KEY,
+    platform_secret_name,
     postgres_secret_name,
     s3_secret_name,
     tokenization_secret_name,
@@ -24,7 +26,7 @@ TOKENIZATION_MOUNT = "/var/run/secrets/exchange/tokenization"
 NEEDS: dict[str, frozenset[str]] = {
     "ingest": frozenset({"postgres", "kafka", "s3"}),
     "tokenizer": frozenset({"tokenization"}),
-    "normalizer": frozenset({"postgres", "kafka", "s3"}),
+    "normalizer": frozenset({"postgres", "kafka", "s3", "platform"}),
     "query": frozenset({"postgres"}),
     "migrate": frozenset({"postgres"}),
     "bootstrap": frozenset({"kafka", "s3"}),
@@ -96,6 +98,8 @@ def engine_env(spec: ExchangePipelineSpec, meta: Meta, process: str) -> list[dic
             _from_secret("KAFKA_SASL_USERNAME", secret, "sasl-username", optional=True),
             _from_secret("KAFKA_SASL_PASSWORD", secret, "sasl-password", optional=True),
         ]
+    if "platform" in needs:
+        env.append(_from_secret("NORMALIZER_ID_KEY", platform_secret_name(meta), NORMALIZER_ID_KEY))
     if "tokenization" in needs:
         env.append({"name": "TOKENIZATION_SECRET_FILE", "value": f"{TOKENIZATION_MOUNT}/{TOKENIZATION_KEY}"})
     return env

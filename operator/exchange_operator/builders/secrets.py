@@ -26,6 +26,7 @@ POSTGRES_DB = "exchange"
 POSTGRES_PORT = 5432
 MINIO_PORT = 9000
 TOKENIZATION_KEY = "secret"
+NORMALIZER_ID_KEY = "normalizer-id-key"
 
 
 def random_token(length: int) -> str:
@@ -40,6 +41,10 @@ def postgres_secret_name(meta: Meta) -> str:
 
 def s3_secret_name(meta: Meta) -> str:
     return meta.child("s3-credentials")
+
+
+def platform_secret_name(meta: Meta) -> str:
+    return meta.child("platform")
 
 
 def tokenization_secret_name(meta: Meta) -> str:
@@ -91,6 +96,13 @@ def build_tokenization_secret(meta: Meta, existing: Mapping[str, str], generate:
     return _secret(meta, tokenization_secret_name(meta), "tokenizer", values)
 
 
+def build_platform_secret(meta: Meta, existing: Mapping[str, str], generate: Generator = random_token) -> Manifest:
+    """Platform keys that are not engine credentials: the normalizer's canonical-id key (HMAC of
+    source ids, so MRNs are never stored); only the normalizer reads it."""
+    values = keep_or_generate(existing, {NORMALIZER_ID_KEY: 48}, generate)
+    return _secret(meta, platform_secret_name(meta), "normalizer", values)
+
+
 def generated_secret_names(spec: ExchangePipelineSpec, meta: Meta) -> list[str]:
     """Names of the Secrets this spec makes the operator generate."""
     names = []
@@ -100,6 +112,7 @@ def generated_secret_names(spec: ExchangePipelineSpec, meta: Meta) -> list[str]:
         names.append(s3_secret_name(meta))
     if spec.tokenization.secret_ref is None:
         names.append(tokenization_secret_name(meta))
+    names.append(platform_secret_name(meta))
     return names
 
 
@@ -114,6 +127,7 @@ def build_generated_secrets(
         postgres_secret_name(meta): build_postgres_secret,
         s3_secret_name(meta): build_s3_secret,
         tokenization_secret_name(meta): build_tokenization_secret,
+        platform_secret_name(meta): build_platform_secret,
     }
     return [builders[name](meta, decode(existing.get(name)), generate) for name in generated_secret_names(spec, meta)]
 

@@ -33,7 +33,7 @@ EXPECTED_COUNTS = {
     "StatefulSet": 3,
     "Service": 10,
     "ConfigMap": 2,
-    "Secret": 3,
+    "Secret": 4,
     "NetworkPolicy": 4,
     "Ingress": 2,
     "PodDisruptionBudget": 4,

@@ -43,16 +43,31 @@ def test_only_missing_keys_are_generated(meta):
     assert values["ingest-password"].startswith("gen")
 
 
-def test_nothing_is_generated_for_external_engines_or_a_referenced_tokenization_secret(external_spec, meta):
-    assert generated_secret_names(external_spec, meta) == []
+def test_only_the_platform_secret_is_generated_for_external_engines_and_a_referenced_tokenization_secret(
+    external_spec, meta
+):
+    assert generated_secret_names(external_spec, meta) == ["demo-platform"]
 
 
-def test_managed_pipeline_generates_three_secrets(spec, meta):
+def test_managed_pipeline_generates_four_secrets(spec, meta):
     assert generated_secret_names(spec, meta) == [
         "demo-postgres-credentials",
         "demo-s3-credentials",
         "demo-tokenization",
+        "demo-platform",
     ]
+
+
+def test_only_the_normalizer_gets_the_canonical_id_key(spec, meta):
+    from exchange_operator.builders.env import engine_env
+
+    def names(process: str) -> dict[str, dict]:
+        return {e["name"]: e for e in engine_env(spec, meta, process)}
+
+    key = names("normalizer")["NORMALIZER_ID_KEY"]["valueFrom"]["secretKeyRef"]
+    assert key == {"name": "demo-platform", "key": "normalizer-id-key"}
+    for other in ("ingest", "tokenizer", "query", "migrate", "bootstrap"):
+        assert "NORMALIZER_ID_KEY" not in names(other)
 
 
 def test_random_tokens_are_long_and_distinct():
