@@ -62,7 +62,11 @@ MIGRATIONS: list[str] = [
     "exchange.normalizer.migrations:upgrade",
 ]
 # Role and grant set-up that needs the migrated schema; each reads its settings from the environment.
-GRANTS: list[str] = ["exchange.query.roles:ensure_readonly_role_from_env"]
+GRANTS: list[str] = [
+    "exchange.ingest.migrations:grant_role_from_env",
+    "exchange.normalizer.migrations:grant_role_from_env",
+    "exchange.query.roles:ensure_readonly_role_from_env",
+]
 
 
 def resolve(target: str, *, optional: bool = False) -> Callable[..., Any] | None:

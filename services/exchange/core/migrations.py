@@ -4,19 +4,51 @@ alembic renders the pending revisions as SQL (its offline mode: ordering, the ve
 the revision graph stay alembic's) and the script runs in ONE asyncpg transaction under
 `pg_advisory_xact_lock(lock_key)`, so replicas starting together apply it once and a failed
 migration leaves nothing half done. This keeps the image free of a second (synchronous) driver.
-A service's `migrations/env.py` configures alembic offline with `literal_binds` and reads
-`version_table` from `config.attributes`.
+A service's `migrations/env.py` is `run_offline(context)`.
+
+Grants: each service has its own login role with least privilege. `grant_statements` builds the
+GRANTs of one role (pure, for review and tests) and `grant_role` applies them as the owner of the
+schemas, after the migrations; `grant_role_from_env` is what a service's `exchange migrate` step
+calls. A role that does not exist (local dev, one superuser) is skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import io
+import os
+import re
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 from alembic import command
 from alembic.config import Config
+
+from exchange.core.errors import ConfigError
+from exchange.core.logging import get_logger
+from exchange.core.settings import DatabaseSettings, load
+
+log = get_logger(__name__)
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_DATABASE = re.compile(r"^[A-Za-z0-9_\-]{1,63}$")
+_WRITE = "SELECT, INSERT, UPDATE, DELETE"
+
+
+def run_offline(context: Any) -> None:
+    """The whole of a service's `migrations/env.py`: render the revisions as SQL (offline,
+    `literal_binds`), without BEGIN/COMMIT (the caller owns the transaction), into the version
+    table named by `config.attributes["version_table"]`."""
+    context.configure(
+        dialect_name="postgresql",
+        literal_binds=True,
+        transactional_ddl=False,
+        version_table=context.config.attributes.get("version_table", "alembic_version"),
+        output_buffer=context.config.output_buffer,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
 
 
 def render_sql(script_location: Path, version_table: str, current: str | None, target: str = "head") -> str:
@@ -51,3 +83,87 @@ async def upgrade_async(
             return await current_revision(conn, version_table)
     finally:
         await conn.close()
+
+
+def grant_statements(
+    role: str,
+    database: str,
+    *,
+    write_schemas: Sequence[str] = (),
+    read_schemas: Sequence[str] = (),
+    sequences: bool = True,
+) -> list[str]:
+    """The GRANTs of one service role (pure): CONNECT on `database`, nothing on `public`; read/write
+    on the tables of `write_schemas` (and, when `sequences`, their sequences), SELECT on the tables
+    of `read_schemas`; the same on objects the owner creates there later (default privileges).
+    Nothing on any other schema. Raises ConfigError unless every name is a plain identifier."""
+    schemas = (*write_schemas, *read_schemas)
+    if not all(_IDENT.match(name) for name in (role, *schemas)) or not _DATABASE.match(database):
+        raise ConfigError("role, schemas and database must be plain identifiers")
+    statements = [
+        f'REVOKE ALL ON DATABASE "{database}" FROM {role}',
+        f'GRANT CONNECT ON DATABASE "{database}" TO {role}',
+        f"REVOKE ALL ON SCHEMA public FROM {role}",
+    ]
+    for schema in schemas:
+        tables = _WRITE if schema in write_schemas else "SELECT"
+        statements += [
+            f"GRANT USAGE ON SCHEMA {schema} TO {role}",
+            f"GRANT {tables} ON ALL TABLES IN SCHEMA {schema} TO {role}",
+            f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT {tables} ON TABLES TO {role}",
+        ]
+        if sequences and schema in write_schemas:
+            statements += [
+                f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+                f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role}",
+            ]
+    return statements
+
+
+async def grant_role(
+    conn: asyncpg.Connection,
+    role: str,
+    *,
+    write_schemas: Sequence[str] = (),
+    read_schemas: Sequence[str] = (),
+    sequences: bool = True,
+) -> bool:
+    """Apply `grant_statements` on `conn` (run as the owner of the schemas; idempotent) in one
+    transaction under an advisory lock. Returns False, doing nothing, when `role` does not exist."""
+    database = await conn.fetchval("SELECT current_database()")
+    statements = grant_statements(
+        role, database, write_schemas=write_schemas, read_schemas=read_schemas, sequences=sequences
+    )
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext('exchange_grants'))")
+        if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+            log.info("grant_skipped_no_role", role=role)
+            return False
+        for statement in statements:
+            await conn.execute(statement)
+    return True
+
+
+def grant_role_from_env(
+    role_env: str,
+    default_role: str,
+    *,
+    write_schemas: Sequence[str] = (),
+    read_schemas: Sequence[str] = (),
+    sequences: bool = True,
+) -> bool:
+    """`exchange migrate`: connect with DATABASE_URL (the owner) and grant the role named by the
+    environment variable `role_env` (default `default_role`); False when that role does not exist."""
+    dsn = load(DatabaseSettings).database_url.get_secret_value()
+    role = os.environ.get(role_env) or default_role
+
+    async def apply() -> bool:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await grant_role(
+                conn, role, write_schemas=write_schemas, read_schemas=read_schemas, sequences=sequences
+            )
+        finally:
+            await conn.close()
+
+    return asyncio.run(apply())

@@ -26,3 +26,7 @@ class NormalizerMetrics:
         self.published = Counter(
             "normalizer_outbox_published_total", "record.normalized.v1 events published.", registry=registry
         )
+        self.publish_errors = Counter(
+            "normalizer_outbox_publish_errors_total", "Failed outbox relay publish attempts (batches).",
+            registry=registry,
+        )  # fmt: skip

@@ -1,63 +1,39 @@
-"""The ingest schema, as alembic revisions of raw SQL, applied through asyncpg.
+"""The ingest schema (`ingest.*`), as alembic revisions of raw SQL in `versions/`.
 
-`upgrade(dsn)` is what `exchange migrate` and local start-up call. alembic renders the pending
-revisions as SQL (its offline mode: ordering, the version table and the revision graph stay
-alembic's), and the script runs in ONE asyncpg transaction under an advisory lock, so replicas
-starting together apply it once and a failed migration leaves nothing half done. This keeps
-the image free of a second (synchronous) Postgres driver.
+Applied by `exchange.core.migrations` in one asyncpg transaction under an advisory lock:
+`upgrade(dsn)` is what `exchange migrate` calls, `upgrade_async(dsn)` local start-up.
+`grant_role_from_env()` (also `exchange migrate`) gives the ingest role (INGEST_DB_ROLE, default
+`exchange_ingest`) read/write on the tables and sequences of schema `ingest`, and nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
-import io
 from pathlib import Path
 
-import asyncpg
-from alembic import command
-from alembic.config import Config
+from exchange.core import migrations
 
 VERSION_TABLE = "ingest_alembic_version"
-_LOCK_KEY = 0x1A9E57  # pg_advisory_xact_lock key of ingest migrations
-_HERE = Path(__file__).resolve().parent
-
-
-def _config(buffer: io.StringIO) -> Config:
-    cfg = Config(output_buffer=buffer)
-    cfg.set_main_option("script_location", str(_HERE))
-    cfg.attributes["version_table"] = VERSION_TABLE
-    return cfg
+LOCK_KEY = 0x1A9E57  # pg_advisory_xact_lock key of ingest migrations
+SCRIPT_LOCATION = Path(__file__).resolve().parent
+ROLE = "exchange_ingest"
 
 
 def render_sql(current: str | None, target: str = "head") -> str:
     """The SQL that moves the schema from revision `current` (None: empty) to `target`."""
-    buffer = io.StringIO()
-    command.upgrade(_config(buffer), f"{current}:{target}" if current else target, sql=True)
-    return buffer.getvalue()
-
-
-async def current_revision(conn: asyncpg.Connection) -> str | None:
-    if await conn.fetchval("SELECT to_regclass($1)", f"public.{VERSION_TABLE}") is None:
-        return None
-    value = await conn.fetchval(f"SELECT version_num FROM public.{VERSION_TABLE}")
-    return str(value) if value else None
+    return migrations.render_sql(SCRIPT_LOCATION, VERSION_TABLE, current, target)
 
 
 async def upgrade_async(dsn: str, target: str = "head") -> str | None:
     """Apply pending revisions; returns the revision the database ends at."""
-    conn = await asyncpg.connect(dsn)
-    try:
-        async with conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _LOCK_KEY)
-            current = await current_revision(conn)
-            sql = await asyncio.to_thread(render_sql, current, target)
-            if sql.strip():
-                await conn.execute(sql)
-            return await current_revision(conn)
-    finally:
-        await conn.close()
+    return await migrations.upgrade_async(dsn, SCRIPT_LOCATION, VERSION_TABLE, LOCK_KEY, target)
 
 
 def upgrade(dsn: str, target: str = "head") -> str | None:
     """Synchronous entry point for `exchange migrate` (runs its own event loop)."""
     return asyncio.run(upgrade_async(dsn, target))
+
+
+def grant_role_from_env() -> bool:
+    """`exchange migrate`: grant INGEST_DB_ROLE its privileges; False when the role does not exist."""
+    return migrations.grant_role_from_env("INGEST_DB_ROLE", ROLE, write_schemas=("ingest",))

@@ -4,7 +4,7 @@ Revision ID: 0002
 Revises: 0001
 
 The unique key (token_key_id, t1, …, t5) serves only lookups by the whole set or by T1; the
-query service finds a subject by any one of T1–T5, so each token gets its own index.
+query service finds a subject by any one of T1-T5, so each token gets its own index.
 """
 
 from __future__ import annotations

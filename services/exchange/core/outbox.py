@@ -1,0 +1,218 @@
+"""Transactional-outbox relay: publishes the rows of an outbox table to Kafka, at least once.
+
+A service writes its events as rows of an outbox table (`event_id uuid`, `seq` identity,
+`record_id`, `topic`, `payload jsonb`, `correlation_id`, `traceparent`, `published_at`) in the
+transaction of its data; `OutboxRelay` publishes them.
+
+- Polling is snapshot-safe: rows are picked by a published flag (`published_at IS NULL`) with
+  `FOR UPDATE SKIP LOCKED`, never by a high-water mark, so a row whose transaction commits late is
+  simply picked by a later poll. Several relays may run; each row is locked by one at a time.
+- A batch is sent with the idempotent producer (key = record id; headers `event_id` = outbox id,
+  `correlation_id`, `traceparent`, `content-type`) and marked published in the same transaction
+  only after every broker ack. A crash between ack and commit republishes the batch: consumers
+  de-duplicate by event id.
+- LISTEN/NOTIFY on `Outbox.channel` (and `OutboxRelay.wake`) only wakes the relay early; the poll
+  interval is the safety net.
+- When Kafka or Postgres is down the rows wait: each failed attempt is counted, an owned producer
+  and the listener are dropped, and the relay retries with backoff (0.5 s doubling to
+  `max_backoff`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from exchange.core.errors import ConfigError
+from exchange.core.logging import get_logger
+
+log = get_logger(__name__)
+_TABLE = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
+
+
+class Counter(Protocol):
+    """What the relay counts with (a prometheus_client Counter fits)."""
+
+    def inc(self, amount: float = 1) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outbox:
+    """One outbox table and how its rows are published."""
+
+    table: str
+    """Schema-qualified table, e.g. `ingest.outbox`."""
+    channel: str | None = None
+    """NOTIFY channel a trigger signals on insert; it only wakes the relay early (None: poll only)."""
+    encode_payload: Callable[[Any], bytes] | None = None
+    """Payload → message value; None lets Postgres render the jsonb as text (no decode/encode)."""
+    batch_size: int = 500
+    """Rows published per transaction; a full batch is followed by the next one without sleeping."""
+    poll_seconds: float = 1.0
+    """Longest wait between polls when nothing wakes the relay."""
+    publish_timeout: float = 15.0
+    """Seconds to wait for the broker acks of one batch."""
+    max_backoff: float = 30.0
+    """Longest wait between retries while Kafka or Postgres is down."""
+    failure_event: str = "relay_publish_failed"
+    """Log event of a failed attempt."""
+
+    def __post_init__(self) -> None:
+        if not _TABLE.match(self.table) or (self.channel is not None and not re.match(r"^[a-z_]+$", self.channel)):
+            raise ConfigError("outbox table and channel must be plain identifiers")
+
+    @property
+    def pick_sql(self) -> str:
+        payload = "payload" if self.encode_payload else "payload::text AS payload"
+        return (
+            f"SELECT event_id, record_id, topic, {payload}, correlation_id, traceparent FROM {self.table}"
+            " WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
+        )
+
+    @property
+    def mark_sql(self) -> str:
+        return f"UPDATE {self.table} SET published_at = now() WHERE event_id = ANY($1::uuid[])"
+
+
+class OutboxRelay:
+    """One relay loop over a pool; `run(stop)` until `stop` is set, then `close()`.
+
+    Give either `producer` (shared, started and stopped by its owner) or `producer_factory` (the
+    relay starts it lazily and drops it after a failure). `listen_dsn` opens the LISTEN connection
+    when the outbox has a channel. `published` and `errors` count published rows and failed attempts.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        pool: asyncpg.Pool,
+        *,
+        producer: AIOKafkaProducer | None = None,
+        producer_factory: Callable[[], AIOKafkaProducer] | None = None,
+        listen_dsn: str | None = None,
+        published: Counter | None = None,
+        errors: Counter | None = None,
+    ) -> None:
+        if (producer is None) == (producer_factory is None):
+            raise ConfigError("an outbox relay needs exactly one of producer and producer_factory")
+        self.outbox = outbox
+        self.pool = pool
+        self.producer = producer
+        self._producer_factory = producer_factory
+        self._listen_dsn = listen_dsn if outbox.channel else None
+        self._published = published
+        self._errors = errors
+        self.wake = asyncio.Event()
+        self._listener: asyncpg.Connection | None = None
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self.producer is None:
+            assert self._producer_factory is not None
+            producer = self._producer_factory()
+            try:
+                await producer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            self.producer = producer
+        return self.producer
+
+    async def _drop_producer(self) -> None:
+        if self._producer_factory is None:
+            return  # shared: its owner stops it; aiokafka reconnects by itself
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), timeout=5)
+
+    async def _ensure_listener(self) -> None:
+        if self._listen_dsn is None or (self._listener is not None and not self._listener.is_closed()):
+            return
+        conn = await asyncpg.connect(self._listen_dsn)
+        assert self.outbox.channel is not None
+        await conn.add_listener(self.outbox.channel, lambda *_: self.wake.set())
+        self._listener = conn
+
+    async def _close_listener(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), timeout=2)
+
+    async def publish_batch(self) -> int:
+        """Publish up to one batch of unpublished rows; returns how many were published."""
+        producer = await self._ensure_producer()
+        encode = self.outbox.encode_payload or str.encode
+        async with self.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(self.outbox.pick_sql, self.outbox.batch_size)
+            if not rows:
+                return 0
+            async with asyncio.timeout(self.outbox.publish_timeout):
+                acks = [
+                    await producer.send(
+                        row["topic"],
+                        value=encode(row["payload"]),
+                        key=str(row["record_id"]).encode(),
+                        headers=[
+                            ("event_id", str(row["event_id"]).encode()),
+                            ("correlation_id", row["correlation_id"].encode()),
+                            ("traceparent", row["traceparent"].encode()),
+                            ("content-type", b"application/json"),
+                        ],
+                    )
+                    for row in rows
+                ]
+                await asyncio.gather(*acks)
+            await conn.execute(self.outbox.mark_sql, [row["event_id"] for row in rows])
+        if self._published is not None:
+            self._published.inc(len(rows))
+        return len(rows)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Publish until `stop` is set; errors are counted, back off and retry."""
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                await self._ensure_listener()
+                published = await self.publish_batch()
+                backoff = 0.5
+                if published >= self.outbox.batch_size:
+                    continue  # more waiting: no sleep
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._errors is not None:
+                    self._errors.inc()
+                log.warning(self.outbox.failure_event, error_class=type(exc).__name__, retry_in=backoff)
+                await self._drop_producer()
+                await self._close_listener()
+                await sleep_or(stop, backoff)
+                backoff = min(backoff * 2, self.outbox.max_backoff)
+                continue
+            self.wake.clear()
+            await sleep_or(stop, self.outbox.poll_seconds, self.wake)
+
+    async def close(self) -> None:
+        """Stop an owned producer and the listener (a shared producer stays with its owner)."""
+        await self._drop_producer()
+        await self._close_listener()
+
+
+async def sleep_or(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:
+    """Sleep `seconds`, or less when `stop` (or `wake`) is set."""
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if wake is not None:
+        waiters.append(asyncio.ensure_future(wake.wait()))
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
