@@ -34,6 +34,8 @@ def _roles_script() -> str:
     lines += [
         f"ALTER DATABASE {POSTGRES_DB} OWNER TO exchange_migrate;",
         f"GRANT CONNECT ON DATABASE {POSTGRES_DB} TO exchange_ingest, exchange_normalizer, exchange_query;",
+        # Only a superuser may set another role's defaults; the owner (migrate) cannot later.
+        "ALTER ROLE exchange_query SET default_transaction_read_only = on;",
         "SQL",
     ]
     return "\n".join(lines) + "\n"

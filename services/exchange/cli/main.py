@@ -145,8 +145,9 @@ def migrate() -> None:
         for target in GRANTS:
             grant = resolve(target, optional=True)
             if grant is not None:
-                grant()
-                typer.echo(f"granted: {target.split(':')[0]}")
+                done = grant()
+                state = "skipped (role absent)" if done is False else "granted"
+                typer.echo(f"{state}: {target.split(':')[0]}")
     except ExchangeError as exc:
         raise fail(str(exc)) from None
 

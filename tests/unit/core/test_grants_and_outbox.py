@@ -1,0 +1,40 @@
+"""Pure parts of the shared migration runner and outbox relay: the GRANTs a service role gets,
+and the SQL an outbox is polled and marked with."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from exchange.core.errors import ConfigError
+from exchange.core.migrations import grant_statements
+from exchange.core.outbox import Outbox
+
+
+def test_a_writer_gets_its_schema_tables_sequences_and_defaults_and_nothing_else():
+    statements = grant_statements("exchange_ingest", "exchange", write_schemas=("ingest",))
+    assert "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA ingest TO exchange_ingest" in statements
+    assert "GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA ingest TO exchange_ingest" in statements
+    assert any(s.startswith("ALTER DEFAULT PRIVILEGES IN SCHEMA ingest GRANT SELECT, INSERT") for s in statements)
+    assert not any("canonical" in s or "normalizer" in s or "TRUNCATE" in s for s in statements)
+
+
+def test_a_reader_gets_select_only():
+    statements = grant_statements("exchange_query", "exchange", read_schemas=("canonical",))
+    assert "GRANT SELECT ON ALL TABLES IN SCHEMA canonical TO exchange_query" in statements
+    assert not any("INSERT" in s or "SEQUENCES" in s for s in statements)
+
+
+def test_grants_refuse_names_that_are_not_plain_identifiers():
+    for role, schema in (("x; DROP ROLE y", "ingest"), ("exchange_ingest", "ingest.outbox")):
+        with pytest.raises(ConfigError):
+            grant_statements(role, "exchange", write_schemas=(schema,))
+
+
+def test_an_outbox_picks_unpublished_rows_without_a_high_water_mark():
+    pick = Outbox("ingest.outbox", channel="ingest_outbox").pick_sql
+    assert "published_at IS NULL" in pick and "FOR UPDATE SKIP LOCKED" in pick and "payload::text" in pick
+    assert "payload::text" not in Outbox("normalizer.outbox", encode_payload=orjson.dumps).pick_sql
+    assert Outbox("normalizer.outbox").mark_sql.startswith("UPDATE normalizer.outbox SET published_at = now()")
+    with pytest.raises(ConfigError):
+        Outbox("outbox; DROP TABLE x")
