@@ -22,11 +22,10 @@ from exchange_devtools.engines.base import free_port
 from exchange_devtools.engines.kafka import kafka_server
 from exchange_devtools.engines.postgres import postgres_server
 from exchange_devtools.engines.s3 import s3_server
+from exchange_devtools.testdata import SYNTHEA_DIR as SYNTHEA
 
 ROOT = Path(__file__).resolve().parents[2]
-SYNTHEA = ROOT.parent / "shared" / "data" / "fhir" / "synthea-10-patients"
-if not SYNTHEA.is_dir():
-    SYNTHEA = Path("/work/shared/data/fhir/synthea-10-patients")
+
 BUCKET = "exchange-raw"
 
 

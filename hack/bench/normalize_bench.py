@@ -28,10 +28,11 @@ from exchange_devtools.engines.base import free_port
 from exchange_devtools.engines.kafka import kafka_server
 from exchange_devtools.engines.postgres import postgres_server
 from exchange_devtools.engines.s3 import s3_server
+from exchange_devtools.testdata import SYNTHEA_DIR as SYNTHEA
 
 ROOT = Path(__file__).resolve().parents[2]
 EXCHANGE = ROOT / ".venv" / "bin" / "exchange"
-SYNTHEA = ROOT.parent / "shared" / "data" / "fhir" / "synthea-10-patients"
+
 TOPIC, GROUP, BUCKET, TENANT = "record.ingested.v1", "normalizer", "exchange-raw", "bench"
 GIVEN = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim"]
 FAMILY = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Perlman"]

@@ -20,12 +20,14 @@ from pathlib import Path
 
 import pytest
 
+from exchange_devtools.testdata import SYNTHEA_DIR
+
 REPO = Path(__file__).resolve().parents[3]
 CACHE_BIN = Path(os.environ.get("EXCHANGE_CACHE", Path.home() / ".cache" / "exchange")) / "bin"
 CONTEXT = "kind-exchange"
 OPERATOR_NAMESPACE = "exchange-system"
 PIPELINE = "minimal"
-PATIENTS = REPO.parent / "shared" / "data" / "fhir" / "synthea-10-patients" / "Patient.ndjson"
+PATIENTS = SYNTHEA_DIR / "Patient.ndjson"
 
 
 def _tool(name: str) -> str | None:

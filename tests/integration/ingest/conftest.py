@@ -30,11 +30,9 @@ from exchange.ingest.app import create_app
 from exchange.ingest.migrations import upgrade
 from exchange.ingest.settings import IngestSettings
 from exchange_devtools.engines.base import free_port
+from exchange_devtools.testdata import SYNTHEA_DIR as SYNTHEA
 
 REPO = Path(__file__).resolve().parents[3]
-SYNTHEA = REPO.parent / "shared" / "data" / "fhir" / "synthea-10-patients"
-if not SYNTHEA.is_dir():  # a checkout beside shared/ (CI) or the lead's tree
-    SYNTHEA = Path("/work/shared/data/fhir/synthea-10-patients")
 TOPIC = "record.ingested.v1"
 BUCKET = "exchange-raw-test"
 

@@ -29,11 +29,12 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from exchange.core.storage import content_key
 from exchange_devtools.engines.base import free_port
+from exchange_devtools.testdata import SYNTHEA_DIR as SYNTHEA
 
 REPO = Path(__file__).resolve().parents[3]
 EXCHANGE = Path(sys.executable).with_name("exchange")
 TENANT = "acme"
-SYNTHEA = REPO.parent / "shared" / "data" / "fhir" / "synthea-10-patients"
+
 CANONICAL_TABLES = (
     "records", "subjects", "patients", "encounters", "conditions", "observations", "immunizations",
     "allergy_intolerances", "procedures",

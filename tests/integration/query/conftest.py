@@ -32,11 +32,9 @@ from asgi_lifespan import LifespanManager
 
 from exchange.core.storage import content_key
 from exchange_devtools.engines.base import free_port
+from exchange_devtools.testdata import SYNTHEA_DIR as SYNTHEA
 
 REPO = Path(__file__).resolve().parents[3]
-SYNTHEA = REPO.parent / "shared" / "data" / "fhir" / "synthea-10-patients"
-if not SYNTHEA.is_dir():
-    SYNTHEA = Path("/work/shared/data/fhir/synthea-10-patients")
 ACME, BETA, OTHER = "acme", "beta", "gamma"
 ROLE_PASSWORD = "query-test-role-password-7f3a"
 ID_KEY = b"query-test-canonical-id-key"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import orjson
 import pytest
@@ -15,10 +14,7 @@ from exchange.ingest.idempotency import fingerprint, parse_key
 from exchange.ingest.migrations import render_sql
 from exchange.ingest.store import RawObject, build_event
 from exchange.ingest.validation import RecordInvalid, classify, classify_fhir, classify_native
-
-SYNTHEA = Path("/work/shared/data/fhir/synthea-10-patients")
-if not SYNTHEA.is_dir():
-    SYNTHEA = Path(__file__).resolve().parents[4] / "shared" / "data" / "fhir" / "synthea-10-patients"
+from exchange_devtools.testdata import SYNTHEA_DIR as SYNTHEA
 
 
 @pytest.mark.parametrize("raw", ["a", "k" * 255, '"quoted-key"', "with space inside", "  padded  "])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from pathlib import Path
 
 import pytest
 
@@ -12,8 +11,8 @@ from exchange.core.errors import PoisonError
 from exchange.normalizer.deid import CanonicalIds
 from exchange.normalizer.mapping import bind_subjects, map_record
 from exchange.normalizer.model import NATIVE_PATIENT, TokenSet
+from exchange_devtools.testdata import SYNTHEA_DIR as DATA
 
-DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "fhir" / "synthea-10-patients"
 TODAY = date(2026, 1, 1)
 IDS = CanonicalIds(b"test-key", "acme")
 TOKENS = TokenSet("k1", ("a" * 44, "b" * 44, "c" * 44, "d" * 44, "e" * 44))

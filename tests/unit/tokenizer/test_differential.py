@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -20,11 +19,12 @@ from tok_strategies import FIRST, LAST, dates, names, people, postals, ssns
 from exchange.tokenizer import attributes as a
 from exchange.tokenizer.engine import PersonAttributes, Tokenizer
 from exchange.tokenizer.rules import BLANK_TOKEN, RULE_IDS
+from exchange_devtools.testdata import synthea
 
 SECRET = "HashingKey"
 ORACLE = Oracle(SECRET, java_ssn=True)
 PYTHON_ORACLE = Oracle(SECRET, java_ssn=False)
-FHIR = Path(__file__).resolve().parents[4] / "shared" / "data" / "fhir"
+
 EXAMPLES = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -156,11 +156,7 @@ def test_missing_or_invalid_inputs_give_blank_tokens_and_never_raise(tokenizer):
 
 
 def test_synthea_patients_match_the_oracle(tokenizer):
-    path = FHIR / "synthea-10-patients" / "Patient.ndjson"
-    if not path.exists():
-        path = next(FHIR.rglob("Patient.ndjson"), path)
-    if not path.exists():
-        pytest.skip("Synthea test data not present")
+    path = synthea("Patient")  # fails, never skips, when the shared data is missing
     checked = 0
     for line in path.read_text().splitlines():
         patient = json.loads(line)
