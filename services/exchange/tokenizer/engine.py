@@ -29,6 +29,9 @@ from typing import Any, NamedTuple
 from exchange.tokenizer.attributes import (
     ATTRIBUTES,
     MIN_BIRTH_DATE,
+    SSN_REFUSED_DIGITS,
+    US_REFUSED_PREFIXES,
+    VALID_SSN_DIGITS,
     first_name_component,
     last_name_component,
     parse_birth_date,
@@ -159,6 +162,7 @@ class Tokenizer:
         hashed, memoized, token_memo = _HASHED, _MEMOIZED, self._token_memo
         blank, valid, invalid, missing, miss = BLANK_TOKEN, _VALID, _INVALID, _MISSING, _MISS
         new_record = tuple.__new__
+        valid_ssn_digits, refused_ssns = VALID_SSN_DIGITS, SSN_REFUSED_DIGITS
         memo_size = self._memo_size
         # Housekeeping every `mask + 1` records (a power of two no larger than the memo bound).
         mask = (1 << min(10, max(memo_size, 1).bit_length() - 1)) - 1
@@ -188,11 +192,14 @@ class Tokenizer:
             sex_text, s_flag = entry
             entry = postal_memo.get(postal, miss)
             if entry is miss:
-                entry = postal_memo[postal] = _entry(postal_code_component, postal)
+                entry = postal_memo[postal] = _postal_entry(postal)
             postal3, p_flag = entry
-            # SSNs hardly repeat: not memoized (a memo would only add inserts and GC work).
+            # SSNs hardly repeat: not memoized (a memo would only add inserts and GC work). The
+            # usual shapes take `ssn_component`'s fast path inline: one call fewer a record.
             if ssn is None:
                 ssn9, n_flag = None, missing
+            elif valid_ssn_digits(digits := ssn.replace("-", "")) and digits not in refused_ssns:
+                ssn9, n_flag = digits.encode(), valid
             else:
                 ssn_text = ssn_component(ssn)
                 ssn9, n_flag = (None, _flag(ssn, None)) if ssn_text is None else (ssn_text.encode(), valid)
@@ -252,12 +259,31 @@ def _first_entry(raw: str | None) -> tuple[bytes | None, bytes | None, bytes | N
     return name.full.encode(), name.initial.encode(), name.first3.encode(), _VALID
 
 
+def _postal_entry(raw: str | None) -> tuple[bytes | None, str]:
+    """`_entry(postal_code_component, raw)` with the usual ZIP-5 inline: ZIP codes are numerous
+    enough that a first pass misses the memo on most of them, and a call costs as much as the
+    check."""
+    if raw is not None and len(raw) == 5 and raw.isdigit() and raw.isascii():
+        return (None, _INVALID) if raw.startswith(US_REFUSED_PREFIXES) else (raw[:3].encode(), _VALID)
+    return _entry(postal_code_component, raw)
+
+
 def _dob_entry(raw: str | None) -> tuple[date | None, bytes | None, str]:
     """(date, yyyy-MM-dd, flag) with the lower bound applied; the upper bound (today) is checked
     per record because it moves."""
     if raw is None:
         return None, None, _MISSING
-    born = parse_birth_date(raw)
-    if born is None or born < MIN_BIRTH_DATE:
+    if len(raw) == 10 and raw[4] == "-" == raw[7] and raw.isascii():
+        # Birth dates are many (a first pass misses the memo on about half of them), so the usual
+        # yyyy-MM-dd is inlined: `fromisoformat` accepts exactly that shape here (see
+        # `parse_birth_date`), and the raw text is then already the canonical form.
+        try:
+            born = date.fromisoformat(raw)
+        except ValueError:
+            pass
+        else:
+            return (born, raw.encode(), _VALID) if born >= MIN_BIRTH_DATE else (None, None, _INVALID)
+    parsed = parse_birth_date(raw)
+    if parsed is None or parsed < MIN_BIRTH_DATE:
         return None, None, _flag(raw, None)
-    return born, born.isoformat().encode(), _VALID
+    return parsed, parsed.isoformat().encode(), _VALID
