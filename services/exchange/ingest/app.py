@@ -69,6 +69,10 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
                                        kafka=kafka_readiness(settings.kafka_bootstrap_servers))  # fmt: skip
             stop = asyncio.Event()
             tasks = [asyncio.create_task(metrics.refresh_forever(pool))]
+            if settings.ingest_idempotency_purge_seconds > 0:
+                tasks.append(
+                    asyncio.create_task(metrics.purge_keys_forever(keys, settings.ingest_idempotency_purge_seconds))
+                )
             if settings.ingest_relay_in_process:
                 relay = OutboxRelay(settings, pool, metrics)
                 stack.push_async_callback(relay.close)

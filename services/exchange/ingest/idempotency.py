@@ -5,7 +5,9 @@ the same fingerprint later replays the stored response; with another fingerprint
 (422); while the first request still runs it is refused with 409 + Retry-After. A claim whose
 request crashed is taken over after `lock_seconds`; an expired key (after `ttl_seconds`) starts
 afresh. The success path completes the claim inside the record transaction (see store.py);
-stored errors complete it here; a 5xx releases it (the row is deleted, nothing remains).
+stored errors complete it here; a 5xx releases it (the row is deleted, nothing remains). Expired
+rows mean nothing any more (a new claim overwrites them), so `purge_expired` deletes them in
+batches: the table, stored response bodies included, stays about one TTL of traffic in size.
 """
 
 from __future__ import annotations
@@ -93,6 +95,16 @@ UPDATE ingest.idempotency_keys
    SET state = 'completed', status_code = $4, response = $5, media_type = $6, locked_until = now()
  WHERE tenant = $1 AND key = $2 AND owner = $3 AND state = 'in_flight'
 """
+# Oldest first through the expires_at index; SKIP LOCKED leaves rows a claim is taking over to it,
+# so several ingest replicas may purge at once. An expired in-flight row is deleted only once its
+# lock has lapsed too (with a TTL longer than the lock, always).
+_PURGE = """
+DELETE FROM ingest.idempotency_keys
+ WHERE (tenant, key) IN (
+       SELECT tenant, key FROM ingest.idempotency_keys
+        WHERE expires_at <= now() AND (state = 'completed' OR locked_until <= now())
+        ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+"""
 _RELEASE = "DELETE FROM ingest.idempotency_keys WHERE tenant = $1 AND key = $2 AND owner = $3 AND state = 'in_flight'"
 
 
@@ -129,6 +141,16 @@ class IdempotencyStore:
         """Store a final response outside a record transaction (request content errors)."""
         result = await self.pool.execute(_COMPLETE, claim.tenant, claim.key, claim.owner, status, body, media_type)
         return str(result).endswith(" 1")
+
+    async def purge_expired(self, batch: int = 1000) -> int:
+        """Delete every expired key, `batch` rows a statement (short locks); returns how many."""
+        deleted = 0
+        while True:
+            status = await self.pool.execute(_PURGE, batch)
+            count = int(str(status).rsplit(" ", 1)[-1])
+            deleted += count
+            if count < batch:
+                return deleted
 
     async def release(self, claim: Claim) -> None:
         """Forget an in-flight claim so the client may retry with the same key (after a 5xx)."""

@@ -29,6 +29,12 @@ class IngestSettings(ServiceSettings, DatabaseSettings, S3Settings, KafkaSetting
         alias="INGEST_IDEMPOTENCY_LOCK_SECONDS",
         description="After this long an in-flight key whose request crashed may be taken over.",
     )
+    ingest_idempotency_purge_seconds: float = Field(
+        300.0,
+        alias="INGEST_IDEMPOTENCY_PURGE_SECONDS",
+        description="How often expired keys are deleted (0 turns the purge off).",
+        ge=0,
+    )
     ingest_raw_prefix: str = Field("raw", alias="INGEST_RAW_PREFIX", description="Key prefix of raw objects.")
     ingest_topic: str = Field(TOPIC, alias="INGEST_TOPIC", description="Topic the relay publishes to.")
     ingest_topic_partitions: int = Field(

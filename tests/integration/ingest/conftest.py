@@ -78,6 +78,7 @@ def ingest_env(postgres: Any, s3: Any, kafka: Any, jwks_server: Any) -> dict[str
         "RELAY_POLL_SECONDS": "0.2",
         "RELAY_PUBLISH_TIMEOUT": "5",
         "RELAY_MAX_BACKOFF": "1",
+        "INGEST_IDEMPOTENCY_PURGE_SECONDS": "0",  # off, so tests that expire keys see them; one test turns it on
         "LOG_JSON": "true",
     }
 

@@ -8,8 +8,11 @@ import uuid
 from collections import Counter
 
 import orjson
+from asgi_lifespan import LifespanManager
 
+from exchange.ingest.app import create_app
 from exchange.ingest.idempotency import IdempotencyStore, fingerprint
+from exchange.ingest.settings import IngestSettings
 
 
 async def test_a_missing_or_malformed_key_is_400(client, auth, samples):
@@ -139,3 +142,61 @@ async def test_100_concurrent_requests_with_one_key_make_exactly_one_record(clie
     )
     assert rows == 1
     assert all(r.headers.get("retry-after") for r in responses if r.status_code == 409)
+
+
+async def _key_state(db, key):
+    return await db.fetchval("SELECT state FROM ingest.idempotency_keys WHERE tenant = 'acme' AND key = $1", key)
+
+
+async def test_expired_keys_are_purged_and_live_or_locked_ones_kept(client, auth, samples, db, ingest_app):
+    keys = []
+    for _ in range(4):
+        headers = auth()
+        assert (await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=headers)).is_success
+        keys.append(headers["Idempotency-Key"])
+    expired, expired_too, locked, live = keys
+    await db.execute(
+        "UPDATE ingest.idempotency_keys SET expires_at = now() - interval '1 second'"
+        " WHERE tenant = 'acme' AND key = ANY($1::text[])",
+        [expired, expired_too, locked],
+    )
+    # an expired row whose request still holds its lock is left to that request
+    await db.execute(
+        "UPDATE ingest.idempotency_keys SET state = 'in_flight', locked_until = now() + interval '1 minute'"
+        " WHERE tenant = 'acme' AND key = $1",
+        locked,
+    )
+    store: IdempotencyStore = ingest_app.state.ingest.keys
+    assert await store.purge_expired(batch=1) >= 2  # batch=1: the loop goes on until none is left
+    assert await _key_state(db, expired) is None
+    assert await _key_state(db, expired_too) is None
+    assert await _key_state(db, locked) == "in_flight"
+    assert await _key_state(db, live) == "completed"
+    assert (
+        await db.fetchval(
+            "SELECT count(*) FROM ingest.idempotency_keys"
+            " WHERE expires_at <= now() AND (state = 'completed' OR locked_until <= now())"
+        )
+        == 0
+    )
+    # a purged key is simply new again
+    again = await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=auth(key=expired))
+    assert again.status_code == 202 and "idempotent-replayed" not in again.headers
+
+
+async def test_the_ingest_process_purges_on_its_own_and_counts_it(ingest_env, db):
+    key = f"purge-{uuid.uuid4()}"
+    await db.execute(
+        "INSERT INTO ingest.idempotency_keys (tenant, key, fingerprint, owner, state, locked_until, expires_at)"
+        " VALUES ('acme', $1, '\\x00', $2, 'completed', now() - interval '1 hour', now() - interval '1 second')",
+        key,
+        uuid.uuid4(),
+    )
+    app = create_app(IngestSettings(**{**ingest_env, "INGEST_IDEMPOTENCY_PURGE_SECONDS": "0.2", "DB_POOL_MAX": "2"}))
+    async with LifespanManager(app, startup_timeout=30):
+        for _ in range(50):
+            if await _key_state(db, key) is None:
+                break
+            await asyncio.sleep(0.1)
+        assert await _key_state(db, key) is None
+        assert (app.state.registry.get_sample_value("ingest_idempotency_keys_purged_total") or 0) >= 1
