@@ -70,9 +70,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             stop = asyncio.Event()
             tasks = [asyncio.create_task(metrics.refresh_forever(pool))]
             if settings.ingest_idempotency_purge_seconds > 0:
-                tasks.append(
-                    asyncio.create_task(metrics.purge_keys_forever(keys, settings.ingest_idempotency_purge_seconds))
-                )
+                every = settings.ingest_idempotency_purge_seconds
+                tasks.append(asyncio.create_task(keys.purge_forever(every, metrics.keys_purged.inc)))
             if settings.ingest_relay_in_process:
                 relay = OutboxRelay(settings, pool, metrics)
                 stack.push_async_callback(relay.close)

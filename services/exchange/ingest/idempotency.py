@@ -12,14 +12,19 @@ batches: the table, stored response bodies included, stays about one TTL of traf
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
 
 from exchange.core.errors import BadRequest, Conflict, Unprocessable
+from exchange.core.logging import get_logger
+
+log = get_logger(__name__)
 
 HEADER = "Idempotency-Key"
 MAX_KEY_CHARS = 255
@@ -151,6 +156,16 @@ class IdempotencyStore:
             deleted += count
             if count < batch:
                 return deleted
+
+    async def purge_forever(self, every: float, purged: Callable[[int], object]) -> None:
+        """`purge_expired` every `every` seconds, reporting counts to `purged` (every replica
+        runs one; see `_PURGE`); Postgres errors are logged and the next round retries."""
+        while True:
+            try:
+                purged(await self.purge_expired())
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("idempotency_purge_failed", error_class=type(exc).__name__)
+            await asyncio.sleep(every)
 
     async def release(self, claim: Claim) -> None:
         """Forget an in-flight claim so the client may retry with the same key (after a 5xx)."""

@@ -8,7 +8,6 @@ import asyncpg
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from exchange.core.logging import get_logger
-from exchange.ingest.idempotency import IdempotencyStore
 
 log = get_logger(__name__)
 
@@ -46,15 +45,6 @@ class IngestMetrics:
         if row is not None:
             self.backlog.set(row["backlog"])
             self.oldest_age.set(row["oldest"])
-
-    async def purge_keys_forever(self, keys: IdempotencyStore, every: float) -> None:
-        """Delete expired Idempotency-Key rows every `every` seconds (each replica; see `_PURGE`)."""
-        while True:
-            try:
-                self.keys_purged.inc(await keys.purge_expired())
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
-                log.warning("idempotency_purge_failed", error_class=type(exc).__name__)
-            await asyncio.sleep(every)
 
     async def refresh_forever(self, pool: asyncpg.Pool, every: float = 5.0) -> None:
         while True:
