@@ -157,7 +157,7 @@ async def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="bench-normalize-"))
     pg = postgres_server(work / "pg", durable=True).start()
     kafka = kafka_server(work / "kafka").start()
-    s3 = s3_server(work / "s3").start()
+    s3 = s3_server(work / "s3", long_running=True).start()
     procs: list[subprocess.Popen[bytes]] = []
     try:
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)

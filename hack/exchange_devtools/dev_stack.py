@@ -70,7 +70,7 @@ def _start_engines() -> dict[str, str]:
     env: dict[str, str] = {}
     env |= _engine("postgres", lambda d: postgres_server(d, detach=True))
     env |= _engine("kafka", lambda d: kafka_server(d, detach=True, partitions=3))
-    env |= _engine("s3", lambda d: s3_server(d, detach=True))
+    env |= _engine("s3", lambda d: s3_server(d, detach=True, long_running=True))
     return env
 
 

@@ -64,6 +64,8 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             putter = S3Putter(settings)  # the hot-path PUT (see s3put.py); aiobotocore for the rest
             stack.push_async_callback(putter.close)
             store = RecordStore(pool, putter, settings.s3_bucket_raw, settings.ingest_raw_prefix, settings.ingest_topic)
+            keys.claims.observe = metrics.db_batch.labels("claim").observe
+            store.commits.observe = metrics.db_batch.labels("commit").observe
             app.state.ingest = IngestContext(settings, keys, store, metrics)
             app.state.readiness.update(postgres=pool_readiness(pool), s3=bucket_readiness(s3, settings.s3_bucket_raw),
                                        kafka=kafka_readiness(settings.kafka_bootstrap_servers))  # fmt: skip

@@ -1,6 +1,7 @@
 """Idempotency-Key handling (IETF httpapi Idempotency-Key draft, Stripe's practice).
 
-A request claims `(tenant, key)` with an in-flight row before doing any work. The same key with
+A request claims `(tenant, key)` with an in-flight row before doing any work (the claims of
+concurrent requests share one statement: see `_CLAIM` and exchange.core.batching). The same key with
 the same fingerprint later replays the stored response; with another fingerprint it is refused
 (422); while the first request still runs it is refused with 409 + Retry-After. A claim whose
 request crashed is taken over after `lock_seconds`; an expired key (after `ttl_seconds`) starts
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from exchange.core.batching import Coalescer
+from exchange.core.db import DB_ERRORS
 from exchange.core.errors import BadRequest, Conflict, Unprocessable
 from exchange.core.logging import get_logger
 
@@ -80,20 +83,32 @@ class KeyReused(Unprocessable):
         )
 
 
+# One statement claims the keys of many requests (group commit, see exchange.core.batching): rows
+# come sorted by (tenant, key), so concurrent batches lock rows in one order. For a key this
+# batch did not win, the row as it stood when the statement began tells replay, 422 or 409; a row
+# committed by another batch since then is invisible to it (NULL), and that request tries again.
 _CLAIM = """
-INSERT INTO ingest.idempotency_keys AS k
-       (tenant, key, fingerprint, owner, state, locked_until, expires_at)
-VALUES ($1, $2, $3, $4, 'in_flight', now() + make_interval(secs => $5), now() + make_interval(secs => $6))
-ON CONFLICT (tenant, key) DO UPDATE
-   SET fingerprint = EXCLUDED.fingerprint, owner = EXCLUDED.owner, state = 'in_flight',
-       status_code = NULL, response = NULL, media_type = NULL, created_at = now(),
-       locked_until = EXCLUDED.locked_until, expires_at = EXCLUDED.expires_at
- WHERE k.expires_at <= now() OR (k.state = 'in_flight' AND k.locked_until <= now())
-RETURNING k.owner
-"""
-_EXISTING = """
-SELECT fingerprint, state, status_code, response, media_type
-  FROM ingest.idempotency_keys WHERE tenant = $1 AND key = $2
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::uuid[])
+           WITH ORDINALITY AS i(tenant, key, fingerprint, owner, n)
+), claimed AS (
+    INSERT INTO ingest.idempotency_keys AS k
+           (tenant, key, fingerprint, owner, state, locked_until, expires_at)
+    SELECT tenant, key, fingerprint, owner, 'in_flight',
+           now() + make_interval(secs => $5), now() + make_interval(secs => $6)
+      FROM input ORDER BY n
+    ON CONFLICT (tenant, key) DO UPDATE
+       SET fingerprint = EXCLUDED.fingerprint, owner = EXCLUDED.owner, state = 'in_flight',
+           status_code = NULL, response = NULL, media_type = NULL, created_at = now(),
+           locked_until = EXCLUDED.locked_until, expires_at = EXCLUDED.expires_at
+     WHERE k.expires_at <= now() OR (k.state = 'in_flight' AND k.locked_until <= now())
+    RETURNING k.owner
+)
+SELECT c.owner IS NOT NULL AS won, e.fingerprint, e.state, e.status_code, e.response, e.media_type
+  FROM input i
+  LEFT JOIN claimed c ON c.owner = i.owner
+  LEFT JOIN ingest.idempotency_keys e ON c.owner IS NULL AND e.tenant = i.tenant AND e.key = i.key
+ ORDER BY i.n
 """
 _COMPLETE = """
 UPDATE ingest.idempotency_keys
@@ -113,34 +128,81 @@ DELETE FROM ingest.idempotency_keys
 _RELEASE = "DELETE FROM ingest.idempotency_keys WHERE tenant = $1 AND key = $2 AND owner = $3 AND state = 'in_flight'"
 
 
+@dataclass(frozen=True, slots=True)
+class _Ask:
+    tenant: str
+    key: str
+    fingerprint: bytes
+    owner: uuid.UUID
+
+
+_Answer = Claim | StoredResponse | None  # None: the row vanished meanwhile; ask again
+
+
 class IdempotencyStore:
     """Claims, completes and releases keys in `ingest.idempotency_keys`."""
 
-    def __init__(self, pool: asyncpg.Pool, ttl_seconds: int, lock_seconds: int, retry_after: int = 1) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        ttl_seconds: int,
+        lock_seconds: int,
+        retry_after: int = 1,
+        *,
+        max_batch: int = 128,
+        max_concurrent: int = 1,  # one claim statement at a time per process: larger batches
+    ) -> None:
         self.pool = pool
         self.ttl = float(ttl_seconds)
         self.lock = float(lock_seconds)
         self.retry_after = retry_after
+        self.claims: Coalescer[_Ask, _Answer] = Coalescer(
+            self._claim_batch, max_weight=max_batch, max_concurrent=max_concurrent, key=lambda a: (a.tenant, a.key)
+        )
 
-    async def claim(self, tenant: str, key: str, fp: bytes) -> Claim | StoredResponse:
-        """Own the key, or get the stored response to replay; raises KeyReused or Conflict."""
-        owner = uuid.uuid4()
-        for _ in range(3):  # a concurrent release can delete the row between the two statements
-            got = await self.pool.fetchval(_CLAIM, tenant, key, fp, owner, self.lock, self.ttl)
-            if got == owner:
-                return Claim(tenant, key, owner, fp)
-            row = await self.pool.fetchrow(_EXISTING, tenant, key)
-            if row is None:
-                continue
-            if bytes(row["fingerprint"]) != fp:
-                raise KeyReused()
-            if row["state"] == "completed":
-                return StoredResponse(int(row["status_code"]), bytes(row["response"]), str(row["media_type"]))
-            break
-        raise Conflict(
+    def _in_flight(self) -> Conflict:
+        return Conflict(
             f"a request with this {HEADER} is still being processed",
             headers={"Retry-After": str(self.retry_after)},
         )
+
+    async def claim(self, tenant: str, key: str, fp: bytes) -> Claim | StoredResponse:
+        """Own the key, or get the stored response to replay; raises KeyReused or Conflict."""
+        ask = _Ask(tenant, key, fp, uuid.uuid4())
+        for _ in range(3):  # a concurrent release can delete the row between claim and read
+            answer = await self.claims.submit(ask)  # raises KeyReused or Conflict
+            if answer is not None:
+                return answer
+        raise self._in_flight()
+
+    async def _claim_batch(self, asks: list[_Ask]) -> list[_Answer | BaseException]:
+        """One statement for the claims of concurrent requests (distinct keys, see Coalescer)."""
+        order = sorted(range(len(asks)), key=lambda i: (asks[i].tenant, asks[i].key))
+        sorted_asks = [asks[i] for i in order]
+        rows = await self.pool.fetch(
+            _CLAIM,
+            [a.tenant for a in sorted_asks],
+            [a.key for a in sorted_asks],
+            [a.fingerprint for a in sorted_asks],
+            [a.owner for a in sorted_asks],
+            self.lock,
+            self.ttl,
+        )
+        answers: list[_Answer | BaseException] = [None] * len(asks)
+        for index, ask, row in zip(order, sorted_asks, rows, strict=True):
+            answers[index] = self._answer(ask, row)
+        return answers
+
+    def _answer(self, ask: _Ask, row: asyncpg.Record) -> _Answer | BaseException:
+        if row["won"]:
+            return Claim(ask.tenant, ask.key, ask.owner, ask.fingerprint)
+        if row["state"] is None:
+            return None
+        if bytes(row["fingerprint"]) != ask.fingerprint:
+            return KeyReused()
+        if row["state"] == "completed":
+            return StoredResponse(int(row["status_code"]), bytes(row["response"]), str(row["media_type"]))
+        return self._in_flight()
 
     async def complete(self, claim: Claim, status: int, body: bytes, media_type: str) -> bool:
         """Store a final response outside a record transaction (request content errors)."""
@@ -163,7 +225,7 @@ class IdempotencyStore:
         while True:
             try:
                 purged(await self.purge_expired())
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except DB_ERRORS as exc:
                 log.warning("idempotency_purge_failed", error_class=type(exc).__name__)
             await asyncio.sleep(every)
 

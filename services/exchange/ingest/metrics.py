@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from exchange.core.db import DB_ERRORS
 from exchange.core.logging import get_logger
 
 log = get_logger(__name__)
@@ -35,6 +36,13 @@ class IngestMetrics:
         self.keys_purged = Counter(
             "ingest_idempotency_keys_purged_total", "Expired Idempotency-Key rows deleted.", registry=registry
         )
+        self.db_batch = Histogram(
+            "ingest_db_batch_requests",
+            "Requests per group-committed Postgres statement, by statement (claim or commit).",
+            ["statement"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=registry,
+        )
         self.publish_errors = Counter(
             "ingest_relay_publish_errors_total", "Failed relay publish attempts (batches).", registry=registry
         )
@@ -50,6 +58,6 @@ class IngestMetrics:
         while True:
             try:
                 await self.refresh_outbox(pool)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except DB_ERRORS as exc:
                 log.warning("outbox_metrics_failed", error_class=type(exc).__name__)
             await asyncio.sleep(every)

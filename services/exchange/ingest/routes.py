@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
-import asyncpg
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from exchange.core.auth import Principal, require_scope
+from exchange.core.db import DB_ERRORS
 from exchange.core.errors import PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
 from exchange.core.http import PROBLEM_JSON, problem_response, read_body_limited
 from exchange.core.kafka import traceparent as new_traceparent
@@ -36,7 +36,6 @@ WriterDep = Annotated[Principal, Depends(require_scope("ingest:write"))]
 
 SINGLE_TYPES = {"application/json": "native", "application/fhir+json": "fhir"}
 BULK_TYPES = {"application/x-ndjson": "native", "application/fhir+ndjson": "fhir"}
-DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError)
 _TRACEPARENT_RE = re.compile(r"^00-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
 
 

@@ -2,7 +2,8 @@
 
 The transaction (a single statement, so a single round trip) completes the idempotency claim,
 inserts one outbox row per record (the event to publish) and one append-only audit row per
-record. If S3 fails nothing is written to Postgres; if the claim was lost meanwhile (taken over
+record; concurrent requests share that statement (group commit), each request's rows all or
+nothing with the rest. If S3 fails nothing is written to Postgres; if the claim was lost meanwhile (taken over
 after its lock expired) nothing is inserted and the caller answers 409.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from exchange.core.batching import Coalescer
 from exchange.core.errors import Conflict, ServiceUnavailable
 from exchange.core.logging import get_logger
 from exchange.core.storage import content_key
@@ -127,38 +129,77 @@ def bulk_event_factory(
     return event
 
 
+# The commits of concurrent requests share one statement (group commit, exchange.core.batching):
+# for each request whose claim is still its own, the claim is completed and its records get their
+# outbox and audit rows, all in the one transaction of the statement. Requests come sorted by
+# (tenant, key) so concurrent batches lock idempotency rows in one order.
 _COMMIT = """
-WITH done AS (
-    UPDATE ingest.idempotency_keys
-       SET state = 'completed', status_code = $4, response = $5, media_type = 'application/json',
-           locked_until = now()
-     WHERE tenant = $1 AND key = $2 AND owner = $3 AND state = 'in_flight'
-    RETURNING 1
+WITH input AS (
+    SELECT * FROM unnest($1::int[], $2::text[], $3::text[], $4::uuid[], $5::int[], $6::bytea[],
+                         $7::text[], $8::text[], $9::text[])
+           AS i(req, tenant, key, owner, status, response, correlation_id, traceparent, actor)
+), done AS (
+    UPDATE ingest.idempotency_keys AS k
+       SET state = 'completed', status_code = i.status, response = i.response,
+           media_type = 'application/json', locked_until = now()
+      FROM input AS i
+     WHERE k.tenant = i.tenant AND k.key = i.key AND k.owner = i.owner AND k.state = 'in_flight'
+    RETURNING i.req, i.tenant, i.correlation_id, i.traceparent, i.actor
 ), records AS (
-    SELECT r.event_id, r.record_id, r.payload
-      FROM unnest($6::uuid[], $7::uuid[], $8::text[]) AS r(event_id, record_id, payload)
-     WHERE EXISTS (SELECT 1 FROM done)
+    SELECT d.tenant, d.correlation_id, d.traceparent, d.actor, r.event_id, r.record_id, r.payload
+      FROM unnest($10::int[], $11::uuid[], $12::uuid[], $13::text[]) WITH ORDINALITY
+           AS r(req, event_id, record_id, payload, n)
+      JOIN done AS d USING (req)
+     ORDER BY r.n
 ), outbox AS (
     INSERT INTO ingest.outbox (event_id, record_id, tenant, topic, payload, correlation_id, traceparent)
-    SELECT event_id, record_id, $1, $9, payload::jsonb, $10, $11 FROM records
-    RETURNING record_id
+    SELECT event_id, record_id, tenant, $14, payload::jsonb, correlation_id, traceparent FROM records
 ), audit AS (
     INSERT INTO ingest.audit (tenant, actor, action, record_id, correlation_id)
-    SELECT $1, $12, $13, record_id, $10 FROM outbox
+    SELECT tenant, actor, $15, record_id, correlation_id FROM records
 )
-SELECT count(*) FROM done
+SELECT req FROM done
 """
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One request's share of a group commit."""
+
+    claim: Claim
+    records: list[NewRecord]
+    status: int
+    response: bytes
+    actor: str
+    correlation_id: str
+    traceparent: str
 
 
 class RecordStore:
     """Writes raw objects to S3 and registers records in Postgres."""
 
-    def __init__(self, pool: asyncpg.Pool, s3: S3Putter, bucket: str, prefix: str, topic: str) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        s3: S3Putter,
+        bucket: str,
+        prefix: str,
+        topic: str,
+        *,
+        max_batch_records: int = 10_000,
+        max_concurrent: int = 2,  # two, so single records are not all queued behind a large bulk commit
+    ) -> None:
         self.pool = pool
         self.s3 = s3
         self.bucket = bucket
         self.prefix = prefix
         self.topic = topic
+        self.commits: Coalescer[Commit, bool] = Coalescer(
+            self._commit_batch,
+            max_weight=max_batch_records,
+            max_concurrent=max_concurrent,
+            weight=lambda c: max(1, len(c.records)),
+        )
 
     async def put_raw(self, tenant: str, body: bytes, content_type: str) -> RawObject:
         """PUT the body under its content address; ServiceUnavailable when S3 fails."""
@@ -185,21 +226,40 @@ class RecordStore:
     ) -> None:
         """The one transaction: complete the claim, outbox rows, audit rows. Conflict if the
         claim was lost."""
-        done = await self.pool.fetchval(
-            _COMMIT,
-            claim.tenant,
-            claim.key,
-            claim.owner,
-            status,
-            response,
-            [r.event_id for r in records],
-            [r.record_id for r in records],
-            [r.event.decode() for r in records],
-            self.topic,
-            correlation_id,
-            traceparent,
-            actor,
-            AUDIT_ACTION,
-        )
+        done = await self.commits.submit(Commit(claim, records, status, response, actor, correlation_id, traceparent))
         if not done:
             raise Conflict("the idempotency claim of this request expired; retry with the same key")
+
+    async def _commit_batch(self, commits: list[Commit]) -> list[bool | BaseException]:
+        order = sorted(range(len(commits)), key=lambda i: (commits[i].claim.tenant, commits[i].claim.key))
+        reqs: list[int] = []
+        event_ids: list[uuid.UUID | str] = []
+        record_ids: list[uuid.UUID | str] = []
+        payloads: list[str] = []
+        for i in order:
+            for record in commits[i].records:
+                reqs.append(i)
+                event_ids.append(record.event_id)
+                record_ids.append(record.record_id)
+                payloads.append(record.event.decode())
+        ordered = [commits[i] for i in order]
+        rows = await self.pool.fetch(
+            _COMMIT,
+            order,
+            [c.claim.tenant for c in ordered],
+            [c.claim.key for c in ordered],
+            [c.claim.owner for c in ordered],
+            [c.status for c in ordered],
+            [c.response for c in ordered],
+            [c.correlation_id for c in ordered],
+            [c.traceparent for c in ordered],
+            [c.actor for c in ordered],
+            reqs,
+            event_ids,
+            record_ids,
+            payloads,
+            self.topic,
+            AUDIT_ACTION,
+        )
+        done = {row["req"] for row in rows}
+        return [i in done for i in range(len(commits))]

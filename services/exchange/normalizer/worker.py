@@ -30,7 +30,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from exchange.core.db import create_pool
+from exchange.core.db import DB_ERRORS, create_pool
 from exchange.core.errors import DependencyError, PoisonError
 from exchange.core.kafka import header_map, make_consumer, make_producer
 from exchange.core.logging import bind_correlation_id, get_logger
@@ -136,7 +136,7 @@ class Worker:
                 return await fn(conn)
         except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
             raise _RowsRejected(type(exc).__name__) from None
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+        except DB_ERRORS as exc:
             raise DependencyError("postgres", type(exc).__name__) from None
 
     async def _dead_letter(self, poison: list[tuple[Message, PoisonError]]) -> None:

@@ -143,6 +143,8 @@ async def test_readyz_and_metrics(client, auth, samples, ingest_app):
         "ingest_outbox_backlog",
         "ingest_outbox_oldest_unpublished_age_seconds",
         "ingest_relay_publish_errors_total",
+        'ingest_db_batch_requests_count{statement="claim"}',
+        'ingest_db_batch_requests_count{statement="commit"}',
         'http_requests_total{method="POST",route="/v1/ingest",status="202"}',
         "http_request_duration_seconds_bucket",
     ):

@@ -200,3 +200,42 @@ async def test_the_ingest_process_purges_on_its_own_and_counts_it(ingest_env, db
             await asyncio.sleep(0.1)
         assert await _key_state(db, key) is None
         assert (app.state.registry.get_sample_value("ingest_idempotency_keys_purged_total") or 0) >= 1
+
+
+async def test_concurrent_requests_share_claim_and_commit_statements_with_per_request_outcomes(
+    client, auth, samples, db, ingest_app
+):
+    """Group commit: 60 concurrent requests (fresh keys, a replay, a reused key with another body)
+    take fewer statements than requests, and each still gets its own outcome and rows."""
+    ctx = ingest_app.state.ingest
+    done_body = orjson.dumps(samples.native_v1())
+    done_headers = auth()
+    first = await client.post("/v1/ingest", content=done_body, headers=done_headers)
+    assert first.status_code == 202
+    claims_before, commits_before = ctx.keys.claims.batches, ctx.store.commits.batches
+    fresh = [(orjson.dumps(samples.native_v1()), auth()) for _ in range(58)]
+    requests = [
+        *fresh,
+        (done_body, done_headers),  # replay
+        (orjson.dumps(samples.native_v1()), done_headers),  # same key, another body
+    ]
+    responses = await asyncio.gather(*(client.post("/v1/ingest", content=b, headers=h) for b, h in requests))
+    assert [r.status_code for r in responses[:58]] == [202] * 58
+    assert responses[58].status_code == 202 and responses[58].headers["idempotent-replayed"] == "true"
+    assert responses[58].json()["record_id"] == first.json()["record_id"]
+    assert responses[59].status_code == 422
+    assert ctx.keys.claims.batches - claims_before < 60
+    assert ctx.store.commits.batches - commits_before < 58
+    ids = [r.json()["record_id"] for r in responses[:58]]
+    assert len(set(ids)) == 58
+    rows = await db.fetch(
+        "SELECT o.record_id, o.correlation_id = a.correlation_id AS same_cid, k.state, k.response IS NOT NULL AS kept"
+        "  FROM ingest.outbox o JOIN ingest.audit a USING (record_id)"
+        "  JOIN ingest.idempotency_keys k ON k.key = ANY($2::text[])"
+        "   AND convert_from(k.response, 'UTF8')::jsonb->>'record_id' = o.record_id::text"
+        " WHERE o.record_id = ANY($1::uuid[])",
+        ids,
+        [h["Idempotency-Key"] for _, h in fresh],
+    )
+    assert len(rows) == 58
+    assert all(r["same_cid"] and r["state"] == "completed" and r["kept"] for r in rows)

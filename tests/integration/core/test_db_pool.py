@@ -1,0 +1,58 @@
+"""The shared asyncpg pool against real Postgres: no reset round trip for a clean connection, a
+full reset after a failed statement, and broken connections replaced after a restart."""
+
+from __future__ import annotations
+
+import asyncpg
+import pytest
+
+from exchange.core.db import DB_ERRORS, create_pool
+from exchange.core.settings import DatabaseSettings
+from exchange_devtools.engines.postgres import PostgresServer
+
+
+async def _pool(postgres: PostgresServer) -> asyncpg.Pool:
+    return await create_pool(DatabaseSettings(DATABASE_URL=postgres.dsn, DB_POOL_MIN=1, DB_POOL_MAX=1))
+
+
+async def test_a_clean_connection_goes_back_as_it_is_and_a_failed_one_is_reset(postgres: PostgresServer) -> None:
+    pool = await _pool(postgres)
+    try:
+        async with pool.acquire() as conn:  # one connection: every checkout gets the same one
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            await conn.execute("SET statement_timeout = '1234ms'")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == pid
+            assert await conn.fetchval("SHOW statement_timeout") == "1234ms"  # no RESET ALL on release
+            with pytest.raises(asyncpg.UndefinedTableError):
+                await conn.fetch("SELECT * FROM no_such_table")
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == pid
+            assert await conn.fetchval("SHOW statement_timeout") == "0"  # reset after the failure
+            async with conn.transaction():
+                await conn.execute("SET LOCAL statement_timeout = '5s'")
+        assert await pool.fetchval("SHOW statement_timeout") == "0"
+    finally:
+        await pool.close()
+
+
+async def test_connections_broken_by_a_restart_are_replaced(postgres: PostgresServer) -> None:
+    pool = await create_pool(DatabaseSettings(DATABASE_URL=postgres.dsn, DB_POOL_MIN=3, DB_POOL_MAX=3))
+    try:
+        conns = [await pool.acquire() for _ in range(3)]  # three open connections
+        for conn in conns:
+            await pool.release(conn)
+        postgres.restart()
+        failures = 0
+        for _ in range(6):
+            try:
+                assert await pool.fetchval("SELECT 1") == 1
+                break
+            except DB_ERRORS:  # each broken connection fails once, then is replaced
+                failures += 1
+        else:
+            pytest.fail("the pool never recovered")
+        assert failures <= 3
+        assert [await pool.fetchval("SELECT 1") for _ in range(6)] == [1] * 6
+    finally:
+        await pool.close()
