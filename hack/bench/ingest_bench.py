@@ -197,7 +197,7 @@ async def pg_floor(dsn: str, clients: int, seconds: float) -> float:
     from exchange.ingest.store import NewRecord, RecordStore
 
     settings = DatabaseSettings(DATABASE_URL=dsn, DB_POOL_MIN=1, DB_POOL_MAX=20)  # as the bench's server
-    pool = await create_pool(settings)
+    pool = await create_pool(settings, generic_plans=True)  # as the service
     keys = IdempotencyStore(pool, 86400, 60)
     store = RecordStore(pool, None, BUCKET, "raw", "bench.floor")  # type: ignore[arg-type]  # commit only
     payload = record()

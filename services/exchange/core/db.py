@@ -76,8 +76,17 @@ async def _reset_if_failed(conn: asyncpg.Connection) -> None:
             await asyncpg.Connection.execute(conn, query)
 
 
-async def create_pool(settings: DatabaseSettings, **overrides: Any) -> asyncpg.Pool:
-    """Open an asyncpg pool for the service's role; DependencyError when Postgres is unreachable."""
+async def create_pool(settings: DatabaseSettings, *, generic_plans: bool = False, **overrides: Any) -> asyncpg.Pool:
+    """Open an asyncpg pool for the service's role; DependencyError when Postgres is unreachable.
+
+    `generic_plans=True` plans each prepared statement once (`plan_cache_mode=force_generic_plan`)
+    for a service whose statements take arrays (batches) and whose plans do not depend on the
+    values: Postgres otherwise kept re-planning ingest's claim and commit statements on every
+    execution, which measured ~0.5 ms of its CPU per claim + commit pair (1.2-1.8 ms against
+    0.7 ms for a batch of four requests).
+    """
+    if generic_plans:
+        overrides["server_settings"] = {"plan_cache_mode": "force_generic_plan", **overrides.get("server_settings", {})}
     try:
         pool = await asyncpg.create_pool(
             dsn=settings.database_url.get_secret_value(),

@@ -62,7 +62,7 @@ class Outbox:
     """Rows published per transaction; a full batch is followed by the next one without sleeping."""
     poll_seconds: float = 1.0
     """Longest wait between polls when nothing wakes the relay."""
-    linger_seconds: float = 0.02
+    linger_seconds: float = 0.05
     """After a wake-up, how long rows may gather before the poll: under load a batch then carries
     many rows (one pick, one produce request, one mark) instead of the one or two a NOTIFY
     announced; the price is this much delivery latency."""

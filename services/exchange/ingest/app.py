@@ -51,7 +51,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
             await upgrade_async(settings.database_url.get_secret_value())
-        pool = await create_pool(settings)
+        pool = await create_pool(settings, generic_plans=True)
         metrics = IngestMetrics(app.state.registry)
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(pool.close)

@@ -83,7 +83,7 @@ async def _pool_with_retry(settings: IngestSettings, stop: asyncio.Event) -> Any
     delay = 1.0
     while not stop.is_set():
         try:
-            return await create_pool(settings, min_size=1, max_size=2)
+            return await create_pool(settings, generic_plans=True, min_size=1, max_size=2)
         except Exception as exc:
             log.warning("relay_db_unavailable", error_class=type(exc).__name__, retry_in=delay)
             await outbox.sleep_or(stop, delay)

@@ -56,3 +56,16 @@ async def test_connections_broken_by_a_restart_are_replaced(postgres: PostgresSe
         assert [await pool.fetchval("SELECT 1") for _ in range(6)] == [1] * 6
     finally:
         await pool.close()
+
+
+async def test_generic_plans_are_a_pool_option(postgres: PostgresServer) -> None:
+    settings = DatabaseSettings(DATABASE_URL=postgres.dsn, DB_POOL_MIN=1, DB_POOL_MAX=1)
+    batched = await create_pool(settings, generic_plans=True, server_settings={"application_name": "probe"})
+    default = await create_pool(settings)
+    try:
+        assert await batched.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+        assert await batched.fetchval("SHOW application_name") == "probe"
+        assert await default.fetchval("SHOW plan_cache_mode") == "auto"
+    finally:
+        await batched.close()
+        await default.close()
