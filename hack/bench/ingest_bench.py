@@ -299,7 +299,9 @@ def main() -> int:
     parser.add_argument("--bulk-lines", type=int, default=5000)
     parser.add_argument("--bulk-rounds", type=int, default=8)
     parser.add_argument("--bulk-clients", type=int, default=1, help="concurrent bulk connections")
-    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (1 with --profile)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="uvicorn worker processes: 1 as `make dev` (1 with --profile)"
+    )
     parser.add_argument("--fsync", action="store_true", help="durable Postgres (fsync on); default off")
     parser.add_argument("--profile", action="store_true", help="run the server under pyinstrument")
     args = parser.parse_args()
