@@ -2,9 +2,10 @@
 
 The transaction (a single statement, so a single round trip) completes the idempotency claim,
 inserts one outbox row per record (the event to publish) and one append-only audit row per
-record; concurrent requests share that statement (group commit), each request's rows all or
-nothing with the rest. If S3 fails nothing is written to Postgres; if the claim was lost meanwhile (taken over
-after its lock expired) nothing is inserted and the caller answers 409.
+record. Concurrent requests share that statement (group commit), so they commit or fail
+together; each still gets its own outcome. If S3 fails nothing is written to Postgres; if the
+claim was lost meanwhile (taken over after its lock expired) nothing is inserted for that
+request and it answers 409.
 """
 
 from __future__ import annotations
