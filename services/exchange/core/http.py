@@ -176,6 +176,9 @@ def create_service_app(
     checks may also be added later through `app.state.readiness`.
     """
     registry = registry or CollectorRegistry()
+    # FastAPI's native OpenTelemetry hooks look up the global providers on every request (~1.3 %
+    # of ingest's CPU); the platform reports through Prometheus and propagates `traceparent`.
+    fastapi_kwargs.setdefault("telemetry", {"tracing": False, "metrics": False, "logs": False})
     app = FastAPI(title=name, version=version, lifespan=lifespan, **fastapi_kwargs)
     app.state.registry = registry
     app.state.readiness = dict(readiness or {})
