@@ -50,6 +50,7 @@ class Coalescer(Generic[T, R]):
         self._pending: deque[tuple[T, asyncio.Future[R]]] = deque()
         self._busy_keys: set[Hashable] = set()
         self._running = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
         self.batches = 0  # flushes so far, and the items they carried (for tests and metrics)
         self.items = 0
 
@@ -70,7 +71,9 @@ class Coalescer(Generic[T, R]):
         if not batch:
             self._running -= 1
             return
-        asyncio.get_running_loop().create_task(self._run(batch))
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _take(self) -> list[tuple[T, asyncio.Future[R]]]:
         """The oldest submitted items whose keys are free, up to `max_weight` (at least one)."""
