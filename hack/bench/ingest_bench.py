@@ -185,7 +185,7 @@ async def bulk(port: int, lines: int, rounds: int, clients: int = 1) -> dict[str
     started = time.perf_counter()
     await asyncio.gather(*(worker(bodies[i::clients]) for i in range(clients)))
     elapsed = time.perf_counter() - started
-    return {"records_per_s": total / elapsed, "requests": rounds, "lines": lines}
+    return {"records_per_s": total / elapsed, "requests": rounds, "lines": lines, "records": total}
 
 
 async def pg_floor(dsn: str, clients: int, seconds: float) -> float:
@@ -290,6 +290,40 @@ def wait_http(port: int, timeout: float = 60) -> None:
     raise SystemExit("ingest server did not become ready")
 
 
+def bulk_part(args: argparse.Namespace, port: int) -> str:
+    """Bulk records/s, then CPU per record by component until the relay has published them all."""
+    cpu_before = cpu_by_component()
+    result = asyncio.run(bulk(port, args.bulk_lines, args.bulk_rounds, args.bulk_clients))
+    records = result["records"]
+    drained = asyncio.run(wait_published(args.dsn))
+    cpu_after = cpu_by_component()
+    per = {k: (cpu_after[k] - cpu_before.get(k, 0.0)) / records * 1e6 for k in cpu_after}
+    line = (
+        f"  bulk, {args.bulk_lines} lines/request, {args.bulk_clients} client(s): "
+        f"{result['records_per_s']:8.0f} records/s   (target >= 20000); all published after {drained:.1f} s more\n"
+        "  CPU per bulk record, until published (us): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
+    )
+    print(line, flush=True)
+    return line
+
+
+async def wait_published(dsn: str, limit: float = 120) -> float:
+    """Seconds until the outbox holds no unpublished row (at most `limit`)."""
+    import asyncpg
+
+    started = time.perf_counter()
+    conn = await asyncpg.connect(dsn)
+    try:
+        while await conn.fetchval("SELECT count(*) FROM ingest.outbox WHERE published_at IS NULL"):
+            if time.perf_counter() - started > limit:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+    return time.perf_counter() - started
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10)
@@ -304,6 +338,9 @@ def main() -> int:
     )
     parser.add_argument("--fsync", action="store_true", help="durable Postgres (fsync on); default off")
     parser.add_argument("--profile", action="store_true", help="run the server under pyinstrument")
+    parser.add_argument(
+        "--only", choices=["single", "bulk"], help="run only the single-record or only the bulk part (and its floor)"
+    )
     args = parser.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
@@ -319,6 +356,7 @@ def main() -> int:
         from exchange.ingest.migrations import upgrade
 
         upgrade(pg.dsn)
+        args.dsn = pg.dsn
         port = free_port()
         env = {
             **os.environ, **pg.env(), **s3.env(), **kafka.env(), "ENV": "local", "S3_BUCKET_RAW": BUCKET,
@@ -338,21 +376,26 @@ def main() -> int:
                                       stdout=open(work / "relay.log", "wb"), stderr=subprocess.STDOUT))  # fmt: skip
         wait_http(port)
         asyncio.run(closed_loop(port, args.clients, args.warmup))  # JIT (s3proxy runs C2), pools, caches
-
+        workers = 1 if args.profile else args.workers
+        fsync = "on" if args.fsync else "off"
+        header = (f"\ningest benchmark ({os.cpu_count()} cores, {workers} uvicorn worker(s), "
+                  f"Postgres fsync {fsync}, load average {os.getloadavg()[0]:.1f})")  # fmt: skip
+        if args.only == "bulk":
+            bulk_part(args, port)
+            print(header)
+            return 0
         cpu_before = cpu_by_component()
         single = asyncio.run(closed_loop(port, args.clients, args.seconds))
         cpu_after = cpu_by_component()
         requests = single["count"]
         cpu_per_req = {k: (cpu_after[k] - cpu_before.get(k, 0.0)) / requests * 1e6 for k in cpu_after}
         fixed = asyncio.run(open_loop(port, args.rate, args.seconds))
-        bulk_result = asyncio.run(bulk(port, args.bulk_lines, args.bulk_rounds, args.bulk_clients))
+        bulk_lines = None if args.only else bulk_part(args, port)
         pg_tps = asyncio.run(pg_floor(pg.dsn, args.clients, args.seconds / 2))
         s3_ps = asyncio.run(s3_floor(s3, args.clients, args.seconds / 2))
         s3_boto = asyncio.run(s3_floor_aiobotocore(s3, args.clients, args.seconds / 2))
 
-        workers = 1 if args.profile else args.workers
-        print(f"\ningest benchmark ({os.cpu_count()} cores, {workers} uvicorn worker(s), "
-              f"Postgres fsync {'on' if args.fsync else 'off'}, load average {os.getloadavg()[0]:.1f})")  # fmt: skip
+        print(header)
         print(
             f"  single, {args.clients} clients : {single['rps']:8.0f} req/s   p50 {single['p50']:6.1f} ms"
             f"   p99 {single['p99']:6.1f} ms   non-202 {single['errors']:.0f}   (target >= 1500 req/s)"
@@ -361,11 +404,8 @@ def main() -> int:
             f"  single, offered {args.rate:.0f}/s  : {fixed['rps']:8.0f} req/s   p50 {fixed['p50']:6.1f} ms"
             f"   p99 {fixed['p99']:6.1f} ms   non-202 {fixed['errors']:.0f}   (target p99 <= 50 ms)"
         )
-        print(
-            f"  bulk, {args.bulk_lines} lines/request, {args.bulk_clients} client(s): "
-            f"{bulk_result['records_per_s']:8.0f} records/s"
-            "   (target >= 20000)"
-        )
+        if bulk_lines:
+            print(bulk_lines)
         print(
             f"  floor: Postgres statements alone {pg_tps:8.0f} tx/s; raw S3 PUTs {s3_ps:8.0f} PUT/s"
             f" (through aiobotocore: {s3_boto:.0f} PUT/s)"

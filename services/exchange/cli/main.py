@@ -106,7 +106,9 @@ def serve(
             assert runner is not None
             result = runner()
             if asyncio.iscoroutine(result):
-                asyncio.run(result)
+                from exchange.core import aio
+
+                aio.run(result)
             return
         factory, default_port = HTTP_SERVICES[component.value]
         resolve(factory)  # fail fast with one line if the service is not built

@@ -1,8 +1,8 @@
 """Transactional-outbox relay: publishes the rows of an outbox table to Kafka, at least once.
 
 A service writes its events as rows of an outbox table (`event_id uuid`, `seq` identity,
-`record_id`, `topic`, `payload jsonb`, `correlation_id`, `traceparent`, `published_at`) in the
-transaction of its data; `OutboxRelay` publishes them.
+`record_id`, `topic`, `payload` (the JSON event as text, or jsonb), `correlation_id`,
+`traceparent`, `published_at`) in the transaction of its data; `OutboxRelay` publishes them.
 
 - Polling is snapshot-safe: rows are picked by a published flag (`published_at IS NULL`) with
   `FOR UPDATE SKIP LOCKED`, never by a high-water mark, so a row whose transaction commits late is

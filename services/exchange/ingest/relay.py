@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 
-from exchange.core import outbox
+from exchange.core import aio, outbox
 from exchange.core.db import create_pool
 from exchange.core.kafka import make_producer
 from exchange.core.logging import bind_correlation_id, configure_logging, get_logger
@@ -97,7 +97,7 @@ def run(settings: IngestSettings | None = None) -> None:
 
     settings = settings or load(IngestSettings)
     configure_logging("ingest-relay", settings.log_level, settings.log_json)
-    asyncio.run(serve(settings))
+    aio.run(serve(settings))
 
 
 if __name__ == "__main__":

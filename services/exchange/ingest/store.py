@@ -154,7 +154,7 @@ WITH input AS (
      ORDER BY r.n
 ), outbox AS (
     INSERT INTO ingest.outbox (event_id, record_id, tenant, topic, payload, correlation_id, traceparent)
-    SELECT event_id, record_id, tenant, $14, payload::jsonb, correlation_id, traceparent FROM records
+    SELECT event_id, record_id, tenant, $14, payload, correlation_id, traceparent FROM records
 ), audit AS (
     INSERT INTO ingest.audit (tenant, actor, action, record_id, correlation_id)
     SELECT tenant, actor, $15, record_id, correlation_id FROM records

@@ -62,7 +62,7 @@ async def test_a_row_committed_late_is_still_published(client, auth, samples, ev
         await tx.start()
         await conn.execute(
             "INSERT INTO ingest.outbox (event_id, record_id, tenant, topic, payload, correlation_id, traceparent) "
-            "VALUES ($1, $2, 'acme', 'record.ingested.v1', $3::text::jsonb, 'late', $4)",
+            "VALUES ($1, $2, 'acme', 'record.ingested.v1', $3, 'late', $4)",
             late_event, late_record, orjson.dumps(payload).decode(), "00-" + "1" * 32 + "-" + "2" * 16 + "-01",
         )  # fmt: skip
         resp = await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=auth())

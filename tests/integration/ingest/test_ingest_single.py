@@ -46,6 +46,8 @@ async def test_a_native_v1_record_is_accepted_stored_registered_and_announced(
     assert event.headers["correlation_id"] == "corr-single-1"
     assert event.headers["traceparent"].startswith("00-") and len(event.headers["traceparent"]) == 55
     assert event.value["line"] is None and event.value["object"]["sha256"] == data["object"]["sha256"]
+    # published verbatim: the bytes ingest built and stored, not a re-rendering by Postgres
+    assert event.raw == outbox[0]["payload"].encode() and event.raw.startswith(b'{"event_id":"')
 
 
 async def test_a_native_v2_record_is_accepted(client, auth, samples):

@@ -1,0 +1,18 @@
+"""The event loop every Exchange process runs on: uvloop, as uvicorn runs the HTTP services."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+import uvloop
+
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` on a uvloop loop: workers (relay, normalizer) get the loop the HTTP services
+    have (the stdlib selector loop cost the relay ~10 % more CPU per published event)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
