@@ -69,3 +69,38 @@ async def test_generic_plans_are_a_pool_option(postgres: PostgresServer) -> None
     finally:
         await batched.close()
         await default.close()
+
+
+_PROBE = """
+SELECT p.v FROM unnest($1::text[], $2::text[]) AS i(tenant, key)
+  JOIN plan_probe AS p ON p.tenant = i.tenant AND p.key = i.key
+"""
+
+
+async def _cached_plan(pool: asyncpg.Pool) -> str:
+    """The plan a batched lookup keeps after being planned on an empty table that then grew."""
+    async with pool.acquire() as conn:
+        await conn.execute("DROP TABLE IF EXISTS plan_probe")
+        await conn.execute("CREATE TABLE plan_probe (tenant text, key text, v int, PRIMARY KEY (tenant, key))")
+        await conn.execute(f"PREPARE probe(text[], text[]) AS {_PROBE}")
+        await conn.execute("EXECUTE probe('{t}', '{k}')")  # the generic plan is made (and cached) here
+        await conn.execute("INSERT INTO plan_probe SELECT 't', g::text, g FROM generate_series(1, 20000) AS g")
+        plan = await conn.fetchval("EXPLAIN (FORMAT JSON) EXECUTE probe('{t}', '{42}')")
+        await conn.execute("DEALLOCATE probe")
+        await conn.execute("DROP TABLE plan_probe")
+        return str(plan)
+
+
+async def test_generic_plans_of_a_pool_never_scan_a_whole_table(postgres: PostgresServer) -> None:
+    """Planned while the table was empty, a cached generic plan still looks rows up by index once
+    the table has grown; with plan caching alone it keeps scanning the whole table."""
+    settings = DatabaseSettings(DATABASE_URL=postgres.dsn, DB_POOL_MIN=1, DB_POOL_MAX=1)
+    batched = await create_pool(settings, generic_plans=True)
+    caching_only = await create_pool(settings, server_settings={"plan_cache_mode": "force_generic_plan"})
+    try:
+        plan = await _cached_plan(batched)
+        assert "Index Scan" in plan and "Seq Scan" not in plan and "Hash Join" not in plan
+        assert "Seq Scan" in await _cached_plan(caching_only)  # what the pool option prevents
+    finally:
+        await batched.close()
+        await caching_only.close()
