@@ -8,8 +8,10 @@ template, `/healthz` (process), `/readyz` (the service's dependency checks) and 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
@@ -160,6 +162,26 @@ def _install_error_handlers(app: FastAPI) -> None:
         return problem_response(500, "internal error", instance=request.url.path)
 
 
+def _freezing_start_up(
+    lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The service's lifespan, then `gc.freeze()`: what start-up built (modules, compiled
+    contracts, pools) lives as long as the process, so the cyclic collector stops walking it on
+    every full collection (~150k objects in ingest, tens of ms a pass, paid by the requests in
+    flight)."""
+
+    @contextlib.asynccontextmanager
+    async def run(app: FastAPI) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if lifespan is not None:
+                await stack.enter_async_context(lifespan(app))
+            gc.collect()
+            gc.freeze()
+            yield
+
+    return run
+
+
 def create_service_app(
     name: str,
     *,
@@ -179,7 +201,7 @@ def create_service_app(
     # FastAPI's native OpenTelemetry hooks look up the global providers on every request (~1.3 %
     # of ingest's CPU); the platform reports through Prometheus and propagates `traceparent`.
     fastapi_kwargs.setdefault("telemetry", {"tracing": False, "metrics": False, "logs": False})
-    app = FastAPI(title=name, version=version, lifespan=lifespan, **fastapi_kwargs)
+    app = FastAPI(title=name, version=version, lifespan=_freezing_start_up(lifespan), **fastapi_kwargs)
     app.state.registry = registry
     app.state.readiness = dict(readiness or {})
     app.add_middleware(ContextMiddleware, metrics=HttpMetrics(registry))

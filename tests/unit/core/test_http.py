@@ -109,3 +109,24 @@ async def test_metrics_count_requests_by_route_template(client):
     text = (await client.get("/metrics")).text
     assert 'http_requests_total{method="POST",route="/items",status="200"} 1.0' in text
     assert "http_request_duration_seconds_bucket" in text
+
+
+async def test_what_start_up_built_is_frozen_out_of_the_cyclic_collector() -> None:
+    import contextlib
+    import gc
+
+    started: list[bool] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app):  # the service's own start-up runs first
+        started.append(True)
+        yield
+
+    app = create_service_app("frozen", lifespan=lifespan)
+    gc.unfreeze()
+    try:
+        async with app.router.lifespan_context(app):
+            assert started == [True]
+            assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
