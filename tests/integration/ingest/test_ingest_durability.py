@@ -149,3 +149,30 @@ async def test_readyz_and_metrics(client, auth, samples, ingest_app):
         "http_request_duration_seconds_bucket",
     ):
         assert name in text, name
+
+
+async def test_completing_a_claim_on_a_filled_page_stays_on_the_page(db):
+    """Completion (state, status, response) changes no indexed column, and each page keeps room
+    for it: a HOT update, no new index entries."""
+    async with db.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "INSERT INTO ingest.idempotency_keys (tenant, key, fingerprint, owner, state, locked_until, expires_at)"
+            " SELECT 'hot-probe', 'k' || g, '\\x00', gen_random_uuid(), 'in_flight', now(), now() + interval '1 day'"
+            " FROM generate_series(1, 300) AS g"
+        )
+        first = await conn.fetchval(
+            "SELECT key FROM ingest.idempotency_keys WHERE tenant = 'hot-probe' ORDER BY ctid LIMIT 1"
+        )
+        hot_before = await conn.fetchval(
+            "SELECT pg_stat_get_xact_tuples_hot_updated('ingest.idempotency_keys'::regclass)"
+        )
+        await conn.execute(
+            "UPDATE ingest.idempotency_keys SET state = 'completed', status_code = 202, response = $1,"
+            " media_type = 'application/json' WHERE tenant = 'hot-probe' AND key = $2",
+            b"x" * 400, first,
+        )  # fmt: skip
+        hot_after = await conn.fetchval(
+            "SELECT pg_stat_get_xact_tuples_hot_updated('ingest.idempotency_keys'::regclass)"
+        )
+        await conn.execute("DELETE FROM ingest.idempotency_keys WHERE tenant = 'hot-probe'")
+    assert hot_after == hot_before + 1

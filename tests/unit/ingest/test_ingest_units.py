@@ -109,8 +109,9 @@ def test_migrations_render_the_schema_and_the_version_row():
         "CREATE TABLE ingest.outbox",
         "CREATE TABLE ingest.audit",
         "ingest_alembic_version",
-        "'0002'",
+        "'0003'",
         "ALTER COLUMN payload TYPE text",
+        "fillfactor = 70",
     ):
         assert needle in sql
     assert "BEGIN;" not in sql and "COMMIT;" not in sql  # the caller owns the transaction
