@@ -5,6 +5,9 @@ rendered it back to text on every pick (~9 µs of a ~50 µs per-record Postgres 
 ingest), and the published bytes were Postgres' rendering (keys re-ordered, spaces added)
 instead of the event ingest built. The value is still JSON: `payload::jsonb` queries it.
 
+The type change rewrites the table under an exclusive lock, so ingest waits while it runs: on a
+large outbox (published rows are kept as the registry), migrate in a quiet window.
+
 Revision ID: 0002
 Revises: 0001
 """
