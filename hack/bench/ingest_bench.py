@@ -290,14 +290,17 @@ def wait_http(port: int, timeout: float = 60) -> None:
     raise SystemExit("ingest server did not become ready")
 
 
-def bulk_part(args: argparse.Namespace, port: int) -> str:
+def cpu_per(before: dict[str, float], after: dict[str, float], count: float) -> dict[str, float]:
+    """CPU microseconds per unit of work, by component, between two `cpu_by_component` readings."""
+    return {k: (after[k] - before.get(k, 0.0)) / count * 1e6 for k in after}
+
+
+def bulk_part(args: argparse.Namespace, port: int, dsn: str) -> str:
     """Bulk records/s, then CPU per record by component until the relay has published them all."""
     cpu_before = cpu_by_component()
     result = asyncio.run(bulk(port, args.bulk_lines, args.bulk_rounds, args.bulk_clients))
-    records = result["records"]
-    drained = asyncio.run(wait_published(args.dsn))
-    cpu_after = cpu_by_component()
-    per = {k: (cpu_after[k] - cpu_before.get(k, 0.0)) / records * 1e6 for k in cpu_after}
+    drained = asyncio.run(wait_published(dsn))
+    per = cpu_per(cpu_before, cpu_by_component(), result["records"])
     line = (
         f"  bulk, {args.bulk_lines} lines/request, {args.bulk_clients} client(s): "
         f"{result['records_per_s']:8.0f} records/s   (target >= 20000); all published after {drained:.1f} s more\n"
@@ -359,7 +362,6 @@ def main() -> int:
         from exchange.ingest.migrations import upgrade
 
         upgrade(pg.dsn)
-        args.dsn = pg.dsn
         port = free_port()
         env = {
             **os.environ, **pg.env(), **s3.env(), **kafka.env(), "ENV": "local", "S3_BUCKET_RAW": BUCKET,
@@ -381,24 +383,27 @@ def main() -> int:
         asyncio.run(closed_loop(port, args.clients, args.warmup))  # JIT (s3proxy runs C2), pools, caches
         workers = 1 if args.profile else args.workers
         fsync = "on" if args.fsync else "off"
-        header = (f"\ningest benchmark ({os.cpu_count()} cores, {workers} uvicorn worker(s), "
-                  f"Postgres fsync {fsync}, load average {os.getloadavg()[0]:.1f})")  # fmt: skip
+
+        def header() -> str:  # the load average when the figures are printed
+            return (f"\ningest benchmark ({os.cpu_count()} cores, {workers} uvicorn worker(s), "
+                    f"Postgres fsync {fsync}, load average {os.getloadavg()[0]:.1f})")  # fmt: skip
+
         if args.only == "bulk":
-            bulk_part(args, port)
-            print(header)
+            bulk_part(args, port, pg.dsn)
+            print(header())
             return 0
         cpu_before = cpu_by_component()
         single = asyncio.run(closed_loop(port, args.clients, args.seconds))
         cpu_after = cpu_by_component()
         requests = single["count"]
-        cpu_per_req = {k: (cpu_after[k] - cpu_before.get(k, 0.0)) / requests * 1e6 for k in cpu_after}
+        cpu_per_req = cpu_per(cpu_before, cpu_after, requests)
         fixed = asyncio.run(open_loop(port, args.rate, args.seconds))
-        bulk_lines = None if args.only else bulk_part(args, port)
+        bulk_lines = None if args.only else bulk_part(args, port, pg.dsn)
         pg_tps = asyncio.run(pg_floor(pg.dsn, args.clients, args.seconds / 2))
         s3_ps = asyncio.run(s3_floor(s3, args.clients, args.seconds / 2))
         s3_boto = asyncio.run(s3_floor_aiobotocore(s3, args.clients, args.seconds / 2))
 
-        print(header)
+        print(header())
         print(
             f"  single, {args.clients} clients : {single['rps']:8.0f} req/s   p50 {single['p50']:6.1f} ms"
             f"   p99 {single['p99']:6.1f} ms   non-202 {single['errors']:.0f}   (target >= 1500 req/s)"
