@@ -16,6 +16,10 @@ A service writes its events as rows of an outbox table (`event_id uuid`, `seq` i
 - When Kafka or Postgres is down the rows wait: each failed attempt is counted, an owned producer
   and the listener are dropped, and the relay retries with backoff (0.5 s doubling to
   `max_backoff`).
+- Retention: with `Outbox.retention_seconds` set, the relay also deletes rows published longer
+  ago than that, every `prune_seconds`, in batches of `prune_batch` (each its own short
+  transaction, walking a partial index on `published_at`); unpublished rows are never deleted,
+  however old. Several relays may prune at once (`SKIP LOCKED`).
 """
 
 from __future__ import annotations
@@ -72,10 +76,21 @@ class Outbox:
     """Longest wait between retries while Kafka or Postgres is down."""
     failure_event: str = "relay_publish_failed"
     """Log event of a failed attempt."""
+    retention_seconds: float | None = None
+    """Published rows older than this (by `published_at`) are deleted; None keeps them all. The
+    table needs an index on `published_at` (partial: `WHERE published_at IS NOT NULL`)."""
+    prune_seconds: float = 60.0
+    """How often the relay prunes when `retention_seconds` is set."""
+    prune_batch: int = 5000
+    """Rows deleted per prune transaction."""
 
     def __post_init__(self) -> None:
         if not _TABLE.match(self.table) or (self.channel is not None and not re.match(r"^[a-z_]+$", self.channel)):
             raise ConfigError("outbox table and channel must be plain identifiers")
+        if self.retention_seconds is not None and self.retention_seconds <= 0:
+            raise ConfigError("outbox retention must be positive (None keeps every row)")
+        if self.prune_seconds <= 0 or self.prune_batch < 1:
+            raise ConfigError("outbox prune interval and batch must be positive")
 
     @property
     def pick_sql(self) -> str:
@@ -89,13 +104,23 @@ class Outbox:
     def mark_sql(self) -> str:
         return f"UPDATE {self.table} SET published_at = now() WHERE event_id = ANY($1::uuid[])"
 
+    @property
+    def prune_sql(self) -> str:
+        """Delete up to $2 rows published more than $1 seconds ago, oldest first."""
+        return (
+            f"DELETE FROM {self.table} WHERE event_id = ANY(ARRAY("
+            f"SELECT event_id FROM {self.table} WHERE published_at < now() - make_interval(secs => $1)"
+            " ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED))"
+        )
+
 
 class OutboxRelay:
     """One relay loop over a pool; `run(stop)` until `stop` is set, then `close()`.
 
     Give either `producer` (shared, started and stopped by its owner) or `producer_factory` (the
     relay starts it lazily and drops it after a failure). `listen_dsn` opens the LISTEN connection
-    when the outbox has a channel. `published` and `errors` count published rows and failed attempts.
+    when the outbox has a channel. `published` and `errors` count published rows and failed attempts;
+    `pruned` counts rows deleted by retention.
     """
 
     def __init__(
@@ -108,6 +133,7 @@ class OutboxRelay:
         listen_dsn: str | None = None,
         published: Counter | None = None,
         errors: Counter | None = None,
+        pruned: Counter | None = None,
     ) -> None:
         if (producer is None) == (producer_factory is None):
             raise ConfigError("an outbox relay needs exactly one of producer and producer_factory")
@@ -118,6 +144,7 @@ class OutboxRelay:
         self._listen_dsn = listen_dsn if outbox.channel else None
         self._published = published
         self._errors = errors
+        self._pruned = pruned
         self.wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
 
@@ -186,8 +213,44 @@ class OutboxRelay:
             self._published.inc(len(rows))
         return len(rows)
 
+    async def prune(self) -> int:
+        """Delete the rows published longer ago than the retention, batch by batch; returns how many."""
+        retention = self.outbox.retention_seconds
+        if retention is None:
+            return 0
+        total = 0
+        while True:
+            status = await self.pool.execute(self.outbox.prune_sql, float(retention), self.outbox.prune_batch)
+            deleted = int(status.rsplit(" ", 1)[-1])
+            total += deleted
+            if self._pruned is not None and deleted:
+                self._pruned.inc(deleted)
+            if deleted < self.outbox.prune_batch:
+                return total
+
+    async def _prune_forever(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.prune()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # Postgres down: the next round retries
+                log.warning("outbox_prune_failed", table=self.outbox.table, error_class=type(exc).__name__)
+            await sleep_or(stop, self.outbox.prune_seconds)
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Publish until `stop` is set; errors are counted, back off and retry."""
+        """Publish (and, with a retention, prune) until `stop` is set; errors are counted, back off
+        and retry."""
+        pruner = asyncio.create_task(self._prune_forever(stop)) if self.outbox.retention_seconds is not None else None
+        try:
+            await self._publish_forever(stop)
+        finally:
+            if pruner is not None:
+                pruner.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await pruner
+
+    async def _publish_forever(self, stop: asyncio.Event) -> None:
         backoff = 0.5
         while not stop.is_set():
             try:

@@ -46,6 +46,9 @@ class IngestMetrics:
         self.publish_errors = Counter(
             "ingest_relay_publish_errors_total", "Failed relay publish attempts (batches).", registry=registry
         )
+        self.pruned = Counter(
+            "ingest_outbox_pruned_total", "Published outbox rows deleted after the retention.", registry=registry
+        )
 
     async def refresh_outbox(self, pool: asyncpg.Pool) -> None:
         """Read the backlog gauges from Postgres (a partial index keeps this cheap)."""

@@ -37,6 +37,8 @@ class OutboxRelay(outbox.OutboxRelay):
             poll_seconds=settings.relay_poll_seconds,
             publish_timeout=settings.relay_publish_timeout,
             max_backoff=settings.relay_max_backoff,
+            retention_seconds=settings.relay_outbox_retention_seconds or None,
+            prune_seconds=settings.relay_prune_seconds,
         )
         super().__init__(
             table,
@@ -45,6 +47,7 @@ class OutboxRelay(outbox.OutboxRelay):
             listen_dsn=settings.database_url.get_secret_value(),
             published=metrics.published,
             errors=metrics.publish_errors,
+            pruned=metrics.pruned,
         )
         self.settings = settings
         self.metrics = metrics

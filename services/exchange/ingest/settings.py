@@ -60,6 +60,15 @@ class IngestSettings(ServiceSettings, DatabaseSettings, S3Settings, KafkaSetting
     relay_max_backoff: float = Field(
         30.0, alias="RELAY_MAX_BACKOFF", description="Longest wait between retries while Kafka or Postgres is down."
     )
+    relay_outbox_retention_seconds: float = Field(
+        7 * 86_400.0,
+        alias="RELAY_OUTBOX_RETENTION_SECONDS",
+        description="Published outbox rows older than this are deleted (7 days default; 0 keeps them all).",
+        ge=0,
+    )
+    relay_prune_seconds: float = Field(
+        60.0, alias="RELAY_PRUNE_SECONDS", description="How often the relay deletes expired outbox rows.", gt=0
+    )
     relay_metrics_port: int | None = Field(
         None, alias="RELAY_METRICS_PORT", description="Serve /metrics of a standalone relay on this port."
     )

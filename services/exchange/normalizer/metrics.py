@@ -30,3 +30,6 @@ class NormalizerMetrics:
             "normalizer_outbox_publish_errors_total", "Failed outbox relay publish attempts (batches).",
             registry=registry,
         )  # fmt: skip
+        self.pruned = Counter(
+            "normalizer_outbox_pruned_total", "Published outbox rows deleted after the retention.", registry=registry
+        )

@@ -26,6 +26,7 @@ class OutboxRelay(outbox.OutboxRelay):
         *,
         batch: int = 500,
         poll: float = 0.5,
+        retention: float | None = None,
         metrics: NormalizerMetrics | None = None,
     ) -> None:
         table = outbox.Outbox(
@@ -34,6 +35,7 @@ class OutboxRelay(outbox.OutboxRelay):
             batch_size=batch,
             poll_seconds=poll,
             failure_event="normalized_relay_failed",
+            retention_seconds=retention,
         )
         super().__init__(
             table,
@@ -41,4 +43,5 @@ class OutboxRelay(outbox.OutboxRelay):
             producer=producer,
             published=metrics.published if metrics else None,
             errors=metrics.publish_errors if metrics else None,
+            pruned=metrics.pruned if metrics else None,
         )

@@ -71,6 +71,12 @@ class NormalizerSettings(ServiceSettings, DatabaseSettings, S3Settings, KafkaSet
     relay_poll_seconds: float = Field(
         0.5, alias="NORMALIZER_RELAY_POLL_SECONDS", description="Outbox poll interval of the in-process relay."
     )
+    outbox_retention_seconds: float = Field(
+        7 * 86_400.0,
+        alias="NORMALIZER_OUTBOX_RETENTION_SECONDS",
+        description="Published outbox rows older than this are deleted (7 days default; 0 keeps them all).",
+        ge=0,
+    )
 
     @model_validator(mode="after")
     def _id_key_outside_local(self) -> NormalizerSettings:

@@ -317,7 +317,13 @@ async def serve(settings: NormalizerSettings, stop: asyncio.Event, registry: Col
                 return
             if settings.normalizer_metrics_port:
                 server = await _serve_http(settings, registry, pool)
-            relay = OutboxRelay(pool, producer, poll=settings.relay_poll_seconds, metrics=metrics)
+            relay = OutboxRelay(
+                pool,
+                producer,
+                poll=settings.relay_poll_seconds,
+                retention=settings.outbox_retention_seconds or None,
+                metrics=metrics,
+            )
             http = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=4 * settings.s3_timeout, connect=settings.s3_timeout),
                 connector=aiohttp.TCPConnector(limit=64),

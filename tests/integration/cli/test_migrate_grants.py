@@ -18,6 +18,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from exchange.core.outbox import Outbox
+
 EXCHANGE = str(Path(sys.executable).with_name("exchange"))
 SERVICES = ("migrate", "ingest", "normalizer", "query")
 
@@ -110,6 +112,22 @@ async def test_the_ingest_role_writes_ingest_and_cannot_read_canonical(cluster: 
         )
 
     await as_role(cluster, "ingest", check)
+
+
+@pytest.mark.parametrize("service", ["ingest", "normalizer"])
+async def test_each_relay_role_prunes_its_outbox_through_the_published_at_index(cluster: Cluster, service: str) -> None:
+    table = Outbox(f"{service}.outbox", retention_seconds=1.0)
+
+    async def check(conn: asyncpg.Connection) -> None:
+        indexes = await conn.fetchval(
+            "SELECT count(*) FROM pg_indexes WHERE schemaname = $1 AND tablename = 'outbox'"
+            " AND indexname = 'outbox_published_at' AND indexdef LIKE '%WHERE (published_at IS NOT NULL)'",
+            service,
+        )
+        assert indexes == 1
+        assert await conn.execute(table.prune_sql, 1.0, 100) == "DELETE 0"  # the role may delete
+
+    await as_role(cluster, service, check)
 
 
 async def test_the_normalizer_role_writes_canonical_and_cannot_touch_ingest(cluster: Cluster) -> None:

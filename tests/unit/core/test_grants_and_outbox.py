@@ -38,3 +38,13 @@ def test_an_outbox_picks_unpublished_rows_without_a_high_water_mark():
     assert Outbox("normalizer.outbox").mark_sql.startswith("UPDATE normalizer.outbox SET published_at = now()")
     with pytest.raises(ConfigError):
         Outbox("outbox; DROP TABLE x")
+
+
+def test_an_outbox_prunes_only_published_rows_oldest_first_and_refuses_a_bad_retention():
+    prune = Outbox("ingest.outbox", retention_seconds=3600).prune_sql
+    assert prune.startswith("DELETE FROM ingest.outbox WHERE event_id = ANY(ARRAY(")
+    assert "published_at < now() - make_interval(secs => $1)" in prune
+    assert "ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED" in prune
+    for bad in ({"retention_seconds": 0}, {"retention_seconds": -1}, {"prune_seconds": 0}, {"prune_batch": 0}):
+        with pytest.raises(ConfigError):
+            Outbox("ingest.outbox", **bad)  # type: ignore[arg-type]

@@ -109,9 +109,38 @@ def test_migrations_render_the_schema_and_the_version_row():
         "CREATE TABLE ingest.outbox",
         "CREATE TABLE ingest.audit",
         "ingest_alembic_version",
-        "'0003'",
+        "'0004'",
         "ALTER COLUMN payload TYPE text",
         "fillfactor = 70",
+        "outbox_published_at ON ingest.outbox (published_at) WHERE published_at IS NOT NULL",
     ):
         assert needle in sql
     assert "BEGIN;" not in sql and "COMMIT;" not in sql  # the caller owns the transaction
+
+
+@pytest.mark.parametrize(("env", "retention"), [({}, 7 * 86_400.0), ({"RELAY_OUTBOX_RETENTION_SECONDS": "0"}, None),
+                                                ({"RELAY_OUTBOX_RETENTION_SECONDS": "3600"}, 3600.0)])  # fmt: skip
+def test_the_relay_keeps_published_outbox_rows_for_the_configured_retention(env, retention):
+    from prometheus_client import CollectorRegistry
+
+    from exchange.ingest.metrics import IngestMetrics
+    from exchange.ingest.relay import OutboxRelay
+    from exchange.ingest.settings import IngestSettings
+
+    settings = IngestSettings(
+        ENV="local", DATABASE_URL="postgresql://u:p@h/d", KAFKA_BOOTSTRAP_SERVERS="k:9092", S3_ACCESS_KEY_ID="ak",
+        S3_SECRET_ACCESS_KEY="sk", RELAY_PRUNE_SECONDS="5", **env,
+    )  # fmt: skip
+    relay = OutboxRelay(settings, pool=None, metrics=IngestMetrics(CollectorRegistry()))  # type: ignore[arg-type]
+    assert relay.outbox.retention_seconds == retention and relay.outbox.prune_seconds == 5.0
+
+
+def test_a_negative_outbox_retention_is_refused():
+    from exchange.core.errors import ConfigError
+    from exchange.core.settings import load
+    from exchange.ingest.settings import IngestSettings
+
+    env = {"ENV": "local", "DATABASE_URL": "postgresql://u:p@h/d", "KAFKA_BOOTSTRAP_SERVERS": "k:9092",
+           "S3_ACCESS_KEY_ID": "ak", "S3_SECRET_ACCESS_KEY": "sk", "RELAY_OUTBOX_RETENTION_SECONDS": "-1"}  # fmt: skip
+    with pytest.raises(ConfigError, match="RELAY_OUTBOX_RETENTION_SECONDS"):
+        load(IngestSettings, **env)

@@ -1,0 +1,128 @@
+"""Outbox retention against real Postgres (and Kafka for the running relay): rows published longer
+ago than the retention are deleted in batches through the `published_at` index; unpublished rows
+stay however old, and so do recently published ones."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from prometheus_client import CollectorRegistry, Counter
+
+from exchange.core.db import GENERIC_PLANS
+from exchange.core.kafka import make_producer
+from exchange.core.outbox import Outbox, OutboxRelay
+from exchange.core.settings import KafkaSettings
+from exchange_devtools.engines.kafka import KafkaServer
+from exchange_devtools.engines.postgres import PostgresServer
+
+DAY = 86_400.0
+_SCHEMA = """
+DROP SCHEMA IF EXISTS retention_probe CASCADE;
+CREATE SCHEMA retention_probe;
+CREATE TABLE retention_probe.outbox (
+    event_id uuid PRIMARY KEY, seq bigint GENERATED ALWAYS AS IDENTITY, record_id uuid NOT NULL,
+    topic text NOT NULL, payload text NOT NULL, correlation_id text NOT NULL, traceparent text NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz
+);
+CREATE INDEX outbox_unpublished ON retention_probe.outbox (seq) WHERE published_at IS NULL;
+CREATE INDEX outbox_published_at ON retention_probe.outbox (published_at) WHERE published_at IS NOT NULL;
+"""
+_ROWS = """
+INSERT INTO retention_probe.outbox (event_id, record_id, topic, payload, correlation_id, traceparent,
+                                    created_at, published_at)
+SELECT gen_random_uuid(), gen_random_uuid(), $1, '{}', 'c', '00-' || repeat('a', 32) || '-' || repeat('b', 16) || '-01',
+       now() - make_interval(secs => $2), now() - make_interval(secs => $3::float8)
+  FROM generate_series(1, $4)
+"""
+
+
+@pytest.fixture
+async def pool(postgres: PostgresServer) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(postgres.dsn, min_size=1, max_size=3)
+    assert pool is not None
+    await pool.execute(_SCHEMA)
+    try:
+        yield pool
+    finally:
+        await pool.execute("DROP SCHEMA IF EXISTS retention_probe CASCADE")
+        await pool.close()
+
+
+async def _seed(pool: asyncpg.Pool, topic: str, *, old_published: int, unpublished: int, recent: int) -> None:
+    await pool.execute(_ROWS, topic, 3 * DAY, 2 * DAY, old_published)
+    await pool.execute(_ROWS, topic, 3 * DAY, None, unpublished)  # created long ago, never published
+    await pool.execute(_ROWS, topic, 120.0, 60.0, recent)
+
+
+async def _counts(pool: asyncpg.Pool) -> tuple[int, int]:
+    row = await pool.fetchrow(
+        "SELECT count(*) FILTER (WHERE published_at IS NULL) AS unpublished,"
+        " count(*) FILTER (WHERE published_at IS NOT NULL) AS published FROM retention_probe.outbox"
+    )
+    assert row is not None
+    return row["unpublished"], row["published"]
+
+
+def _relay(pool: asyncpg.Pool, outbox: Outbox, pruned: Counter, bootstrap: str = "127.0.0.1:1") -> OutboxRelay:
+    settings = KafkaSettings(KAFKA_BOOTSTRAP_SERVERS=bootstrap)
+    return OutboxRelay(outbox, pool, producer_factory=lambda: make_producer(settings), pruned=pruned)
+
+
+async def test_prune_deletes_only_rows_published_before_the_retention_batch_by_batch(pool: asyncpg.Pool) -> None:
+    await _seed(pool, "t", old_published=7, unpublished=3, recent=2)
+    assert await _counts(pool) == (3, 9)
+    pruned = Counter("probe_pruned_total", "rows pruned", registry=CollectorRegistry())
+    relay = _relay(pool, Outbox("retention_probe.outbox", retention_seconds=DAY, prune_batch=2), pruned)
+
+    assert await relay.prune() == 7  # four batches: 2, 2, 2, 1
+    assert await _counts(pool) == (3, 2)  # the old unpublished rows and the recent ones stay
+    assert pruned._value.get() == 7
+    assert await relay.prune() == 0
+
+
+async def test_without_a_retention_nothing_is_pruned(pool: asyncpg.Pool) -> None:
+    await _seed(pool, "t", old_published=3, unpublished=0, recent=0)
+    pruned = Counter("probe_kept_total", "rows pruned", registry=CollectorRegistry())
+    assert await _relay(pool, Outbox("retention_probe.outbox"), pruned).prune() == 0
+    assert await _counts(pool) == (0, 3)
+
+
+async def test_the_prune_walks_the_published_at_index_under_generic_plans(pool: asyncpg.Pool) -> None:
+    """As the relay's pool plans it (one generic plan, made while the table was small), the prune
+    reads the index, not the table: it must stay cheap on a large outbox."""
+    prune = Outbox("retention_probe.outbox", retention_seconds=DAY).prune_sql
+    async with pool.acquire() as conn:
+        for name, value in GENERIC_PLANS.items():
+            await conn.execute(f"SET {name} = '{value}'")
+        try:
+            await conn.execute(f"PREPARE probe_prune(float8, int) AS {prune}")
+            await conn.execute("EXECUTE probe_prune(86400, 5000)")  # the plan is made on the empty table
+            await _seed(pool, "t", old_published=20_000, unpublished=0, recent=10)
+            plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN EXECUTE probe_prune(86400, 5000)"))
+        finally:
+            await conn.execute("DEALLOCATE ALL")
+            await conn.execute("RESET ALL")
+    assert "Index Scan using outbox_published_at" in plan and "Seq Scan" not in plan, plan
+
+
+async def test_a_running_relay_publishes_and_prunes(pool: asyncpg.Pool, kafka: KafkaServer) -> None:
+    topic = f"retention-probe-{uuid.uuid4().hex[:8]}"
+    await _seed(pool, topic, old_published=5, unpublished=4, recent=1)
+    pruned = Counter("probe_running_total", "rows pruned", registry=CollectorRegistry())
+    outbox = Outbox("retention_probe.outbox", retention_seconds=DAY, prune_seconds=0.2, poll_seconds=0.2)
+    relay = _relay(pool, outbox, pruned, kafka.bootstrap_servers)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        async with asyncio.timeout(60):
+            while await _counts(pool) != (0, 5):  # 4 published now + the recent one; 5 old ones gone
+                await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+        await relay.close()
+    assert pruned._value.get() == 5
