@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -439,7 +440,9 @@ def main() -> int:
             with contextlib.suppress(Exception):
                 engine.stop()
         if args.profile and (work / "profile.txt").exists():
-            print(f"\nprofile: {work / 'profile.txt'}")
+            print(f"\nprofile: {work / 'profile.txt'} (the run's directory is kept)")
+        else:  # the engines' data (~1 GB of objects, tables and logs) is not worth keeping
+            shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

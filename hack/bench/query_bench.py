@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -190,6 +191,7 @@ def main() -> int:
             proc.terminate()
             proc.wait(10)
         pg.stop()
+        shutil.rmtree(work, ignore_errors=True)  # a million canonical rows are not worth keeping
 
 
 if __name__ == "__main__":
