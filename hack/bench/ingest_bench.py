@@ -346,6 +346,9 @@ def main() -> int:
     parser.add_argument("--fsync", action="store_true", help="durable Postgres (fsync on); default off")
     parser.add_argument("--profile", action="store_true", help="run the server under pyinstrument")
     parser.add_argument(
+        "--keep", action="store_true", help="keep the run's directory (engines' data, logs); deleted otherwise"
+    )
+    parser.add_argument(
         "--only", choices=["single", "bulk"], help="run only the single-record or only the bulk part (and its floor)"
     )
     args = parser.parse_args()
@@ -441,6 +444,8 @@ def main() -> int:
                 engine.stop()
         if args.profile and (work / "profile.txt").exists():
             print(f"\nprofile: {work / 'profile.txt'} (the run's directory is kept)")
+        elif args.keep:
+            print(f"\nkept: {work}")
         else:  # the engines' data (~1 GB of objects, tables and logs) is not worth keeping; a run
             # started within minutes of this delete pays s3proxy up to 1.5x (see engines/s3.py)
             shutil.rmtree(work, ignore_errors=True)
