@@ -75,18 +75,19 @@ def _relay(pool: asyncpg.Pool, outbox: Outbox, pruned: Counter, bootstrap: str =
 async def test_prune_deletes_only_rows_published_before_the_retention_batch_by_batch(pool: asyncpg.Pool) -> None:
     await _seed(pool, "t", old_published=7, unpublished=3, recent=2)
     assert await _counts(pool) == (3, 9)
-    pruned = Counter("probe_pruned_total", "rows pruned", registry=CollectorRegistry())
+    registry = CollectorRegistry()
+    pruned = Counter("probe_pruned", "rows pruned", registry=registry)
     relay = _relay(pool, Outbox("retention_probe.outbox", retention_seconds=DAY, prune_batch=2), pruned)
 
     assert await relay.prune() == 7  # four batches: 2, 2, 2, 1
     assert await _counts(pool) == (3, 2)  # the old unpublished rows and the recent ones stay
-    assert pruned._value.get() == 7
+    assert registry.get_sample_value("probe_pruned_total") == 7
     assert await relay.prune() == 0
 
 
 async def test_without_a_retention_nothing_is_pruned(pool: asyncpg.Pool) -> None:
     await _seed(pool, "t", old_published=3, unpublished=0, recent=0)
-    pruned = Counter("probe_kept_total", "rows pruned", registry=CollectorRegistry())
+    pruned = Counter("probe_kept", "rows pruned", registry=CollectorRegistry())
     assert await _relay(pool, Outbox("retention_probe.outbox"), pruned).prune() == 0
     assert await _counts(pool) == (0, 3)
 
@@ -112,7 +113,8 @@ async def test_the_prune_walks_the_published_at_index_under_generic_plans(pool: 
 async def test_a_running_relay_publishes_and_prunes(pool: asyncpg.Pool, kafka: KafkaServer) -> None:
     topic = f"retention-probe-{uuid.uuid4().hex[:8]}"
     await _seed(pool, topic, old_published=5, unpublished=4, recent=1)
-    pruned = Counter("probe_running_total", "rows pruned", registry=CollectorRegistry())
+    registry = CollectorRegistry()
+    pruned = Counter("probe_running", "rows pruned", registry=registry)
     outbox = Outbox("retention_probe.outbox", retention_seconds=DAY, prune_seconds=0.2, poll_seconds=0.2)
     relay = _relay(pool, outbox, pruned, kafka.bootstrap_servers)
     stop = asyncio.Event()
@@ -125,4 +127,4 @@ async def test_a_running_relay_publishes_and_prunes(pool: asyncpg.Pool, kafka: K
         stop.set()
         await asyncio.wait_for(task, 15)
         await relay.close()
-    assert pruned._value.get() == 5
+    assert registry.get_sample_value("probe_running_total") == 5
