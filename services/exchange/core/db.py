@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -125,3 +126,19 @@ def pool_readiness(pool: asyncpg.Pool) -> Any:
             await conn.fetchval("SELECT 1")
 
     return check
+
+
+async def delete_in_batches(
+    pool: asyncpg.Pool, sql: str, *args: Any, batch: int, deleted: Callable[[int], object] | None = None
+) -> int:
+    """Run `sql`, a DELETE of at most `batch` rows (its last parameter), until a statement deletes
+    fewer than that: each batch its own short transaction. `deleted` hears each non-empty batch's
+    count; returns the total."""
+    total = 0
+    while True:
+        count = int(str(await pool.execute(sql, *args, batch)).rsplit(" ", 1)[-1])
+        total += count
+        if deleted is not None and count:
+            deleted(count)
+        if count < batch:
+            return total

@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import asyncpg
 from aiokafka import AIOKafkaProducer
 
+from exchange.core.db import delete_in_batches
 from exchange.core.errors import ConfigError
 from exchange.core.logging import get_logger
 
@@ -218,15 +219,10 @@ class OutboxRelay:
         retention = self.outbox.retention_seconds
         if retention is None:
             return 0
-        total = 0
-        while True:
-            status = await self.pool.execute(self.outbox.prune_sql, float(retention), self.outbox.prune_batch)
-            deleted = int(status.rsplit(" ", 1)[-1])
-            total += deleted
-            if self._pruned is not None and deleted:
-                self._pruned.inc(deleted)
-            if deleted < self.outbox.prune_batch:
-                return total
+        counted = self._pruned.inc if self._pruned is not None else None
+        return await delete_in_batches(
+            self.pool, self.outbox.prune_sql, float(retention), batch=self.outbox.prune_batch, deleted=counted
+        )
 
     async def _prune_forever(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

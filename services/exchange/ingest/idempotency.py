@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from exchange.core.batching import Coalescer
-from exchange.core.db import DB_ERRORS
+from exchange.core.db import DB_ERRORS, delete_in_batches
 from exchange.core.errors import BadRequest, Conflict, Unprocessable
 from exchange.core.logging import get_logger
 
@@ -211,13 +211,7 @@ class IdempotencyStore:
 
     async def purge_expired(self, batch: int = 1000) -> int:
         """Delete every expired key, `batch` rows a statement (short locks); returns how many."""
-        deleted = 0
-        while True:
-            status = await self.pool.execute(_PURGE, batch)
-            count = int(str(status).rsplit(" ", 1)[-1])
-            deleted += count
-            if count < batch:
-                return deleted
+        return await delete_in_batches(self.pool, _PURGE, batch=batch)
 
     async def purge_forever(self, every: float, purged: Callable[[int], object]) -> None:
         """`purge_expired` every `every` seconds, reporting counts to `purged` (every replica
