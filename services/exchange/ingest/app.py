@@ -19,7 +19,7 @@ from exchange.ingest.idempotency import IdempotencyStore
 from exchange.ingest.metrics import IngestMetrics
 from exchange.ingest.migrations import upgrade_async
 from exchange.ingest.relay import OutboxRelay
-from exchange.ingest.routes import IngestContext, router
+from exchange.ingest.routes import ROUTES, IngestContext
 from exchange.ingest.s3put import S3Putter
 from exchange.ingest.settings import IngestSettings
 from exchange.ingest.store import RecordStore
@@ -86,8 +86,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    app = create_service_app("exchange-ingest", lifespan=lifespan)
+    app = create_service_app("exchange-ingest", lifespan=lifespan, direct_routes=ROUTES)
     app.state.verifier = JWTVerifier(settings)
-    app.include_router(router)
     app.openapi = lambda: load_document(CONTRACT)  # type: ignore[method-assign]  # the contract is served as is
     return app

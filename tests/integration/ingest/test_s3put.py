@@ -45,3 +45,19 @@ async def test_a_body_that_does_not_match_the_recorded_digest_is_refused(putter:
     with pytest.raises(S3PutError, match="400"):
         await putter.put(BUCKET, f"probe/{recorded}", body, recorded, {"content-type": "application/json"})
     assert await _get(s3, f"probe/{recorded}") is None
+
+
+async def test_puts_reuse_one_keep_alive_connection(putter: S3Putter, s3: Any) -> None:
+    for n in range(5):
+        body = b'{"probe": %d}' % n
+        digest = hashlib.sha256(body).hexdigest()
+        await putter.put(BUCKET, f"probe/{digest}", body, digest, {"content-type": "application/json"})
+        assert await _get(s3, f"probe/{digest}") == body
+    assert putter.client.opened == 1
+
+
+async def test_an_unknown_bucket_is_an_error_naming_the_status_only(putter: S3Putter) -> None:
+    body = b'{"probe": "nobucket"}'
+    digest = hashlib.sha256(body).hexdigest()
+    with pytest.raises(S3PutError, match=r"^S3 PUT answered 404$"):
+        await putter.put("no-such-bucket-here", f"probe/{digest}", body, digest, {"content-type": "application/json"})

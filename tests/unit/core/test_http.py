@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from fastapi import Request
+from fastapi import Request, Response
 from pydantic import BaseModel
 
 from exchange.core.errors import Conflict
-from exchange.core.http import PROBLEM_JSON, create_service_app, read_body_limited
+from exchange.core.http import PROBLEM_JSON, DirectRoute, create_service_app, read_body_limited
 
 
 class Item(BaseModel):
@@ -130,3 +130,62 @@ async def test_what_start_up_built_is_frozen_out_of_the_cyclic_collector() -> No
             assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+@pytest.fixture
+async def direct_client():
+    """An app with two direct routes next to an ordinary FastAPI route."""
+
+    async def echo(request: Request) -> Response:
+        body = await read_body_limited(request, 10)
+        return Response(body, 202, {"X-Path": request.url.path}, media_type="application/json")
+
+    async def fails(request: Request) -> Response:
+        if request.headers.get("kind") == "conflict":
+            raise Conflict("in flight", headers={"Retry-After": "1"})
+        raise RuntimeError("secret canary 987-65-4329")
+
+    app = create_service_app("direct", direct_routes=[DirectRoute("/echo", echo), DirectRoute("/fails", fails)])
+
+    @app.get("/plain")
+    async def plain() -> dict:
+        return {"plain": True}
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        yield c
+
+
+async def test_direct_routes_answer_with_the_correlation_id_and_leave_other_routes_to_the_app(direct_client):
+    r = await direct_client.post("/echo", content=b'{"a":1}', headers={"X-Correlation-ID": "abc-123"})
+    assert (r.status_code, r.content, r.headers["x-path"]) == (202, b'{"a":1}', "/echo")
+    assert r.headers["x-correlation-id"] == "abc-123"
+    assert (await direct_client.get("/plain")).json() == {"plain": True}
+    assert (await direct_client.post("/echo/more")).status_code == 404
+
+
+async def test_direct_routes_refuse_other_methods_with_405_and_allow(direct_client):
+    r = await direct_client.get("/echo")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "POST"
+    assert r.headers["content-type"] == PROBLEM_JSON
+
+
+async def test_direct_route_errors_are_rendered_as_the_app_renders_them(direct_client):
+    r = await direct_client.post("/echo", content=b"x" * 11)
+    assert (r.status_code, r.headers["content-type"]) == (413, PROBLEM_JSON)
+    assert r.json()["instance"] == "/echo"
+    r = await direct_client.post("/fails", headers={"kind": "conflict"})
+    assert (r.status_code, r.headers["retry-after"], r.json()["title"]) == (409, "1", "Conflict")
+    r = await direct_client.post("/fails")
+    assert (r.status_code, r.headers["content-type"]) == (500, PROBLEM_JSON)
+    assert "987-65-4329" not in r.text and "RuntimeError" not in r.text
+    assert r.json()["correlation_id"] == r.headers["x-correlation-id"]
+
+
+async def test_direct_routes_are_counted_by_their_path(direct_client):
+    await direct_client.post("/echo", content=b"{}")
+    await direct_client.get("/echo")
+    text = (await direct_client.get("/metrics")).text
+    assert 'http_requests_total{method="POST",route="/echo",status="202"} 1.0' in text
+    assert 'http_requests_total{method="GET",route="/echo",status="405"} 1.0' in text
