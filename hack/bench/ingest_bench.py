@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from aiobotocore.session import get_session
 
+from exchange_devtools.calibrate import machine_speed
 from exchange_devtools.engines.base import free_port
 from exchange_devtools.engines.kafka import kafka_server
 from exchange_devtools.engines.postgres import postgres_server
@@ -384,13 +385,14 @@ def main() -> int:
         procs.append(subprocess.Popen([sys.executable, "-m", "exchange.ingest.relay"], env=env,
                                       stdout=open(work / "relay.log", "wb"), stderr=subprocess.STDOUT))  # fmt: skip
         wait_http(port)
+        speed = machine_speed()  # timed before the load, with the engines idle
         asyncio.run(closed_loop(port, args.clients, args.warmup))  # JIT (s3proxy runs C2), pools, caches
         workers = 1 if args.profile else args.workers
         fsync = "on" if args.fsync else "off"
 
         def header() -> str:  # the load average when the figures are printed
             return (f"\ningest benchmark ({os.cpu_count()} cores, {workers} uvicorn worker(s), "
-                    f"Postgres fsync {fsync}, load average {os.getloadavg()[0]:.1f})")  # fmt: skip
+                    f"Postgres fsync {fsync}, load average {os.getloadavg()[0]:.1f})\n  {speed}")  # fmt: skip
 
         if args.only == "bulk":
             bulk_part(args, port, pg.dsn)

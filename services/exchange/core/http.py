@@ -130,8 +130,7 @@ class ContextMiddleware:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             method = scope.get("method", "GET")
-            self.metrics.requests.labels(template, method, str(status)).inc()
-            self.metrics.latency.labels(template, method).observe(time.perf_counter() - started)
+            self.metrics.observe(template, method, status, time.perf_counter() - started)
             reset_contextvars(**tokens)
 
 

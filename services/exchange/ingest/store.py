@@ -57,8 +57,8 @@ class NewRecord:
 
 def build_event(
     *,
-    event_id: uuid.UUID,
-    record_id: uuid.UUID,
+    event_id: uuid.UUID | str,
+    record_id: uuid.UUID | str,
     tenant: str,
     source_format: str,
     record_type: str,
