@@ -55,6 +55,8 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.keep_alive = False
         self.idle_since = 0.0
+        self.timer: asyncio.TimerHandle | None = None
+        self.timed_out = False
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -103,17 +105,29 @@ class _Connection(asyncio.Protocol):
         self.keep_alive = not self.closed and self.parser.should_keep_alive()
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(Answer(self.status, b"".join(self.body)))
+            if self.timer is not None:
+                self.timer.cancel()
 
     def _fail(self, exc: Exception) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(exc)
+            if self.timer is not None:
+                self.timer.cancel()
 
-    def send(self, head: bytes, body: bytes, loop: asyncio.AbstractEventLoop) -> asyncio.Future[Answer]:
+    def _time_out(self) -> None:
+        self.timed_out = True
+        self._fail(HttpError("timed out waiting for the answer"))
+        self.close()
+
+    def send(self, head: bytes, body: bytes, loop: asyncio.AbstractEventLoop, timeout: float) -> asyncio.Future[Answer]:
+        """Write the request; the future of its answer, failed with HttpError after `timeout`
+        seconds (a timer handle: cheaper than an `asyncio.timeout` scope per request)."""
         assert self.transport is not None
         self.waiter = loop.create_future()
         if self.closed:
             self.waiter.set_exception(HttpError("connection closed: before the request"))
             return self.waiter
+        self.timer = loop.call_later(timeout, self._time_out)
         self.answered = False
         self.keep_alive = False
         if len(body) <= 16384:
@@ -124,6 +138,8 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        if self.timer is not None:
+            self.timer.cancel()
         if self.transport is not None:
             self.transport.close()
 
@@ -164,15 +180,12 @@ class Http1Client:
                 if conn is None:
                     conn = await self._connect()
                 try:
-                    async with asyncio.timeout(self.timeout):
-                        answer = await conn.send(head, body, loop)
+                    answer = await conn.send(head, body, loop, self.timeout)
                 except BaseException as exc:
                     conn.close()
-                    if reused and not conn.answered and isinstance(exc, HttpError):
+                    if reused and not conn.answered and isinstance(exc, HttpError) and not conn.timed_out:
                         conn, reused = None, False  # stale keep-alive connection: once more, fresh
                         continue
-                    if isinstance(exc, TimeoutError):
-                        raise HttpError("timed out waiting for the answer") from None
                     raise
                 if conn.keep_alive:
                     conn.idle_since = time.monotonic()

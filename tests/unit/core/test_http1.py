@@ -183,6 +183,18 @@ async def test_no_answer_in_time_is_a_timeout_and_the_connection_is_not_reused(p
     await client.close()
 
 
+async def test_a_timeout_on_a_reused_connection_is_not_retried(peer: tuple[Peer, str]) -> None:
+    state, origin = peer
+    client = Http1Client(origin, timeout=0.1)
+    assert (await client.request(HEAD, b"body")).status == 200
+    state.delay = 0.5
+    with pytest.raises(HttpError, match="timed out"):
+        await client.request(HEAD, b"body")
+    await asyncio.sleep(0.05)
+    assert state.requests == 2  # sent once, not again
+    await client.close()
+
+
 async def test_nothing_listening_is_an_error_naming_only_the_class() -> None:
     server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
