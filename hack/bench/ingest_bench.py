@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from aiobotocore.session import get_session
 
-from exchange_devtools.calibrate import machine_speed
+from exchange_devtools.calibrate import machine_speed, wait_for_quiet_io
 from exchange_devtools.engines.base import free_port
 from exchange_devtools.engines.kafka import kafka_server
 from exchange_devtools.engines.postgres import postgres_server
@@ -354,7 +354,9 @@ def main() -> int:
     )
     args = parser.parse_args()
 
+    quiet = wait_for_quiet_io()  # an earlier run's deletes still being written out skew s3proxy
     work = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
+
     os.chmod(work, 0o755)
     engines: list[Any] = []
     procs: list[subprocess.Popen[bytes]] = []
@@ -392,7 +394,7 @@ def main() -> int:
 
         def header() -> str:  # the load average when the figures are printed
             return (f"\ningest benchmark ({os.cpu_count()} cores, {workers} uvicorn worker(s), "
-                    f"Postgres fsync {fsync}, load average {os.getloadavg()[0]:.1f})\n  {speed}")  # fmt: skip
+                    f"Postgres fsync {fsync}, load average {os.getloadavg()[0]:.1f})\n  {speed}; {quiet}")  # fmt: skip
 
         if args.only == "bulk":
             bulk_part(args, port, pg.dsn)

@@ -27,3 +27,28 @@ def machine_speed(rounds: int = 3) -> str:
             hashlib.sha256(block).digest()
         digest = min(digest, time.process_time() - started)
     return f"machine speed: 1M-add Python loop {loop * 1000:.0f} ms, 100k SHA-256 of 300 B {digest * 1000:.0f} ms"
+
+
+def io_pressure() -> float | None:
+    """`some avg10` of /proc/pressure/io: the share (%) of the last 10 s in which some task waited
+    on IO. None where the kernel does not report pressure."""
+    try:
+        with open("/proc/pressure/io") as f:
+            first = f.readline().split()
+    except OSError:
+        return None
+    return float(first[1].partition("=")[2])
+
+
+def wait_for_quiet_io(threshold: float = 1.0, limit: float = 300.0) -> str:
+    """Wait (at most `limit` s) until IO pressure is under `threshold` %. Deleting a previous
+    run's data (~1 GB of small objects) keeps ext4 and the virtual disk busy for minutes, and a
+    run started meanwhile measured s3proxy at 2-4x its CPU per PUT."""
+    started = time.monotonic()
+    pressure = io_pressure()
+    while pressure is not None and pressure >= threshold and time.monotonic() - started < limit:
+        time.sleep(5)
+        pressure = io_pressure()
+    if pressure is None:
+        return "IO pressure not reported"
+    return f"IO pressure {pressure:.1f} % at the start (waited {time.monotonic() - started:.0f} s)"
