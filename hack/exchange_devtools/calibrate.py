@@ -42,8 +42,8 @@ def io_pressure() -> float | None:
 
 def wait_for_quiet_io(threshold: float = 1.0, limit: float = 300.0) -> str:
     """Wait (at most `limit` s) until IO pressure is under `threshold` %. Deleting a previous
-    run's data (~1 GB of small objects) keeps ext4 and the virtual disk busy for minutes, and a
-    run started meanwhile measured s3proxy at 2-4x its CPU per PUT."""
+    run's data (~1 GB of small objects) keeps ext4 and the virtual disk busy for minutes, and
+    s3proxy's CPU per PUT is highest in runs started right after (0.6-2.0 ms on one day)."""
     started = time.monotonic()
     pressure = io_pressure()
     while pressure is not None and pressure >= threshold and time.monotonic() - started < limit:
