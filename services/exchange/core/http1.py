@@ -2,9 +2,9 @@
 
 Why not aiohttp on a hot path: its client machinery around a request (session, connector,
 timeouts, payload registry, stream reader, response object) cost ~20 % of ingest's CPU per
-request for a 300-byte S3 PUT. This client writes the request head and body with one
-`writelines`, parses the answer with `httptools` (llhttp, the parser uvicorn uses) and keeps
-nothing of the response but its status and the first `max_body` bytes of its body.
+request for a 300-byte S3 PUT. This client writes the request head and body in one write,
+parses the answer with `httptools` (llhttp, the parser uvicorn uses) and keeps nothing of the
+response but its status and the first `max_body` bytes of its body.
 
 What it does: one origin (http or https), at most `limit` connections (callers wait for one),
 idle connections reused newest first and dropped after `idle_timeout` seconds (servers close
@@ -128,8 +128,8 @@ class _Connection(asyncio.Protocol):
             self.waiter.set_exception(HttpError("connection closed: before the request"))
             return self.waiter
         self.timer = loop.call_later(timeout, self._time_out)
-        self.answered = False
-        self.keep_alive = False
+        self.answered = self.keep_alive = self.delimited = False
+        self.status = 0  # nothing of an earlier answer counts for this one
         if len(body) <= 16384:
             self.transport.write(head + body)  # one segment for a small request
         else:
