@@ -1,14 +1,22 @@
 """exchange.core.http1 against a scripted local HTTP peer: keep-alive, the ways an answer can end,
-stale connections, timeouts, the connection limit. (The real S3 server is in
+stale connections, timeouts, the connection limit, TLS. (The real S3 server is in
 tests/integration/ingest/test_s3put.py.)"""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from exchange.core.http1 import Http1Client, HttpError
 
@@ -233,3 +241,49 @@ async def test_a_cancelled_request_does_not_leave_its_connection_in_the_pool(pee
 def test_the_origin_must_be_http() -> None:
     with pytest.raises(ValueError, match="origin"):
         Http1Client("ftp://example")
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key, valid for a day."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp / "cert.pem", tmp / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+async def test_https_verifies_the_server_and_keeps_the_connection(tmp_path: Path) -> None:
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    state = Peer()
+    server = await asyncio.start_server(state.handle, "127.0.0.1", 0, ssl=server_ctx)
+    origin = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        trusting = Http1Client(origin, ssl_context=ssl.create_default_context(cafile=str(cert)))
+        for _ in range(2):
+            assert (await trusting.request(HEAD, b"body")).status == 200
+        assert trusting.opened == 1
+        await trusting.close()
+        with pytest.raises(HttpError, match="cannot connect: SSLCertVerificationError"):
+            await Http1Client(origin).request(HEAD, b"body")  # the system's CAs do not know it
+    finally:
+        server.close()
+        for writer in state.writers:
+            writer.close()
