@@ -171,6 +171,16 @@ class DirectRoute:
     methods: frozenset[str] = frozenset({"POST"})
 
 
+def _route_path(scope: Scope) -> str:
+    """The path the app routes on: without the `root_path` a proxy mounted the app under (as
+    Starlette's router matches)."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root) and path[len(root) : len(root) + 1] == "/":
+        return path[len(root) :]
+    return path
+
+
 class DirectRoutes:
     """Pure ASGI: requests to a direct route's path go to its endpoint (405 for other methods),
     everything else to the app."""
@@ -180,7 +190,7 @@ class DirectRoutes:
         self.routes = {route.path: route for route in routes}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        route = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        route = self.routes.get(_route_path(scope)) if scope["type"] == "http" else None
         if route is None:
             await self.app(scope, receive, send)
             return

@@ -189,3 +189,14 @@ async def test_direct_routes_are_counted_by_their_path(direct_client):
     text = (await direct_client.get("/metrics")).text
     assert 'http_requests_total{method="POST",route="/echo",status="202"} 1.0' in text
     assert 'http_requests_total{method="GET",route="/echo",status="405"} 1.0' in text
+
+
+async def test_direct_routes_match_below_the_root_path_a_proxy_mounts_the_app_under():
+    async def echo(request: Request) -> Response:
+        return Response(b"{}", 202, media_type="application/json")
+
+    app = create_service_app("mounted", direct_routes=[DirectRoute("/echo", echo)])
+    transport = httpx.ASGITransport(app=app, root_path="/exchange")
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+        assert (await c.post("/exchange/echo")).status_code == 202
+        assert (await c.post("/exchange/echoes")).status_code == 404
