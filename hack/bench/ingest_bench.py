@@ -356,7 +356,6 @@ def main() -> int:
 
     quiet = wait_for_quiet_io()  # an earlier run's deletes still being written out skew s3proxy
     work = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
-
     os.chmod(work, 0o755)
     engines: list[Any] = []
     procs: list[subprocess.Popen[bytes]] = []
