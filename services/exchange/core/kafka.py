@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import secrets
+import struct
+from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -65,3 +68,41 @@ def traceparent(trace_id: str | None = None) -> str:
 def header_map(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...] | None) -> dict[str, str]:
     """Kafka record headers as a str→str dict (last value wins)."""
     return {k: v.decode("utf-8", "replace") for k, v in (headers or ())}
+
+
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+@lru_cache(maxsize=64)
+def _words(length: int) -> struct.Struct:
+    return struct.Struct(f"<{length >> 2}I")
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (the Java client's `Utils.murmur2`, seed 0x9747b28c) as an unsigned 32-bit
+    value, like `aiokafka.partitioner.murmur2` but about twice as fast: the 4-byte words are
+    unpacked in one call and the masks are only where a product can pass 32 bits."""
+    length = len(data)
+    h = 0x9747B28C ^ length
+    for k in _words(length).unpack_from(data):
+        k = (k * _M) & _MASK
+        k = ((k ^ (k >> 24)) * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    rest = length & 3
+    if rest:
+        tail = length - rest
+        if rest == 3:
+            h ^= data[tail + 2] << 16
+        if rest >= 2:
+            h ^= data[tail + 1] << 8
+        h = ((h ^ data[tail]) * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    return h ^ (h >> 15)
+
+
+def partition_for(key: bytes, partitions: Sequence[int]) -> int:
+    """The partition Kafka's default partitioner (Java and aiokafka alike) gives a keyed record:
+    `partitions` are the topic's partition ids, sorted."""
+    return partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
