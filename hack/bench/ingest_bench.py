@@ -320,7 +320,7 @@ async def wait_published(dsn: str, limit: float = 120) -> float:
     started = time.perf_counter()
     conn = await asyncpg.connect(dsn)
     try:
-        while await conn.fetchval("SELECT count(*) FROM ingest.outbox WHERE published_at IS NULL"):
+        while await conn.fetchval("SELECT count(*) FROM ingest.outbox_pending"):
             if time.perf_counter() - started > limit:
                 break
             await asyncio.sleep(0.05)

@@ -167,3 +167,51 @@ def grant_role_from_env(
             await conn.close()
 
     return asyncio.run(apply())
+
+
+def outbox_pending_queue_v1(schema: str) -> tuple[str, str]:
+    """(upgrade, downgrade) SQL that moves `<schema>.outbox` from a `published_at` column to a
+    pending queue, `<schema>.outbox_pending` (see `exchange.core.outbox`), for the revision of each
+    service that makes the move.
+
+    Frozen: applied revisions call it, so a later change of shape gets a new function.
+
+    The upgrade locks the outbox against writers, queues every unpublished row, adds the trigger
+    that queues new rows (one INSERT ... SELECT per statement, from its transition table), and drops
+    `published_at` with its two partial indexes; retention then walks a new index on `created_at`.
+    A relay of the previous version fails (and retries) until it is replaced."""
+    if not _IDENT.match(schema):
+        raise ConfigError("schema must be a plain identifier")
+    upgrade = f"""
+LOCK TABLE {schema}.outbox IN SHARE ROW EXCLUSIVE MODE;
+CREATE TABLE {schema}.outbox_pending (
+    seq      bigint PRIMARY KEY,
+    event_id uuid   NOT NULL
+);
+INSERT INTO {schema}.outbox_pending (seq, event_id)
+SELECT seq, event_id FROM {schema}.outbox WHERE published_at IS NULL;
+CREATE FUNCTION {schema}.outbox_enqueue() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO {schema}.outbox_pending (seq, event_id) SELECT seq, event_id FROM inserted;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER outbox_enqueue AFTER INSERT ON {schema}.outbox REFERENCING NEW TABLE AS inserted
+    FOR EACH STATEMENT EXECUTE FUNCTION {schema}.outbox_enqueue();
+DROP INDEX IF EXISTS {schema}.outbox_unpublished;
+DROP INDEX IF EXISTS {schema}.outbox_published_at;
+ALTER TABLE {schema}.outbox DROP COLUMN published_at;
+CREATE INDEX outbox_created_at ON {schema}.outbox (created_at);
+"""
+    downgrade = f"""
+LOCK TABLE {schema}.outbox IN SHARE ROW EXCLUSIVE MODE;
+ALTER TABLE {schema}.outbox ADD COLUMN published_at timestamptz;
+UPDATE {schema}.outbox AS o SET published_at = now()
+ WHERE NOT EXISTS (SELECT FROM {schema}.outbox_pending AS p WHERE p.seq = o.seq);
+DROP TRIGGER outbox_enqueue ON {schema}.outbox;
+DROP FUNCTION {schema}.outbox_enqueue();
+DROP TABLE {schema}.outbox_pending;
+DROP INDEX {schema}.outbox_created_at;
+CREATE INDEX outbox_unpublished ON {schema}.outbox (seq) WHERE published_at IS NULL;
+CREATE INDEX outbox_published_at ON {schema}.outbox (published_at) WHERE published_at IS NOT NULL;
+"""
+    return upgrade, downgrade

@@ -2,24 +2,31 @@
 
 A service writes its events as rows of an outbox table (`event_id uuid`, `seq` identity,
 `record_id`, `topic`, `payload` (the JSON event as text, or jsonb), `correlation_id`,
-`traceparent`, `published_at`) in the transaction of its data; `OutboxRelay` publishes them.
+`traceparent`, `created_at`) in the transaction of its data; `OutboxRelay` publishes them. A
+statement-level trigger on the table copies each new row's `(seq, event_id)` into its pending
+queue, `<table>_pending` (`seq bigint PRIMARY KEY, event_id uuid`): a row is unpublished exactly
+while its entry there exists. The outbox rows themselves are never updated.
 
-- Polling is snapshot-safe: rows are picked by a published flag (`published_at IS NULL`) with
-  `FOR UPDATE SKIP LOCKED`, never by a high-water mark, so a row whose transaction commits late is
-  simply picked by a later poll. Several relays may run; each row is locked by one at a time.
+- Polling is snapshot-safe: the relay deletes the oldest pending entries with
+  `FOR UPDATE SKIP LOCKED` and reads their rows in the same statement, never by a high-water
+  mark, so a row whose transaction commits late is simply picked by a later poll. Several relays
+  may run; each entry is locked by one at a time.
 - A batch is sent with the idempotent producer (key = record id; headers `event_id` = outbox id,
-  `correlation_id`, `traceparent`, `content-type`) and marked published in the same transaction
-  only after every broker ack. A crash between ack and commit republishes the batch: consumers
-  de-duplicate by event id.
+  `correlation_id`, `traceparent`, `content-type`) and the transaction that took its entries
+  commits only after every broker ack; a failure rolls the entries back. A crash between ack and
+  commit republishes the batch: consumers de-duplicate by event id.
+- Marking published is the deletion of a small entry, not an update of the outbox row: an
+  update wrote a new version of the whole row (payload included) and an entry in every index,
+  which cost Postgres more than the insert (ADR 0002, decision 9).
 - LISTEN/NOTIFY on `Outbox.channel` (and `OutboxRelay.wake`) only wakes the relay early (after
   `linger_seconds`, so a busy outbox is published in batches); the poll interval is the safety net.
 - When Kafka or Postgres is down the rows wait: each failed attempt is counted, an owned producer
   and the listener are dropped, and the relay retries with backoff (0.5 s doubling to
   `max_backoff`).
-- Retention: with `Outbox.retention_seconds` set, the relay also deletes rows published longer
-  ago than that, every `prune_seconds`, in batches of `prune_batch` (each its own short
-  transaction, walking a partial index on `published_at`); unpublished rows are never deleted,
-  however old. Several relays may prune at once (`SKIP LOCKED`).
+- Retention: with `Outbox.retention_seconds` set, the relay also deletes published rows created
+  longer ago than that, every `prune_seconds`, in batches of `prune_batch` (each its own short
+  transaction, walking an index on `created_at`); unpublished rows are never deleted, however
+  old. Several relays may prune at once (`SKIP LOCKED`).
 """
 
 from __future__ import annotations
@@ -41,10 +48,11 @@ from exchange.core.kafka import partition_for
 from exchange.core.logging import get_logger
 
 log = get_logger(__name__)
-# The pick must walk the partial index on `seq` and stop after one batch. With stale statistics
-# (a young table, a backlog that grew since the last ANALYZE) the planner took a bitmap scan of
-# every unpublished row plus a sort instead: 11-30 ms per 500-row batch at a 15,000-row backlog
-# (0.4 ms through the index). For this transaction only, those plans are off.
+# The pick must walk the pending queue's primary key, stop after one batch and fetch each row
+# through the outbox's primary key. With stale statistics (a young table, a backlog that grew since
+# the last ANALYZE) the planner took a bitmap scan of every unpublished row plus a sort instead:
+# 11-30 ms per 500-row batch at a 15,000-row backlog (0.4 ms through the index). For this
+# transaction only, those plans are off.
 PICK_PLAN_SQL = "SELECT set_config('enable_bitmapscan', 'off', true), set_config('enable_seqscan', 'off', true)"
 _TABLE = re.compile(r"^[a-z_][a-z0-9_]*\.[a-z_][a-z0-9_]*$")
 
@@ -80,8 +88,8 @@ class Outbox:
     failure_event: str = "relay_publish_failed"
     """Log event of a failed attempt."""
     retention_seconds: float | None = None
-    """Published rows older than this (by `published_at`) are deleted; None keeps them all. The
-    table needs an index on `published_at` (partial: `WHERE published_at IS NOT NULL`)."""
+    """Published rows created longer ago than this are deleted; None keeps them all. The table
+    needs an index on `created_at`."""
     prune_seconds: float = 60.0
     """How often the relay prunes when `retention_seconds` is set."""
     prune_batch: int = 5000
@@ -96,24 +104,39 @@ class Outbox:
             raise ConfigError("outbox prune interval and batch must be positive")
 
     @property
+    def pending_table(self) -> str:
+        """The pending queue: one `(seq, event_id)` entry per unpublished row."""
+        return f"{self.table}_pending"
+
+    @property
     def pick_sql(self) -> str:
-        payload = "payload" if self.encode_payload else "payload::text AS payload"
+        """Take up to $1 pending entries, oldest first, and return their rows in that order. The
+        entries are deleted in the caller's transaction: they come back if it rolls back."""
+        payload = "o.payload" if self.encode_payload else "o.payload::text AS payload"
         return (
-            f"SELECT event_id, record_id, topic, {payload}, correlation_id, traceparent FROM {self.table}"
-            " WHERE published_at IS NULL ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED"
+            f"WITH picked AS (DELETE FROM {self.pending_table} WHERE seq = ANY(ARRAY("
+            f"SELECT seq FROM {self.pending_table} ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED))"
+            " RETURNING seq, event_id) "
+            f"SELECT o.event_id, o.record_id, o.topic, {payload}, o.correlation_id, o.traceparent"
+            f" FROM picked JOIN {self.table} AS o USING (event_id) ORDER BY picked.seq"
         )
 
     @property
-    def mark_sql(self) -> str:
-        return f"UPDATE {self.table} SET published_at = now() WHERE event_id = ANY($1::uuid[])"
+    def backlog_sql(self) -> str:
+        """Unpublished rows (`backlog`) and the age in seconds of the oldest (`oldest`, 0 if none)."""
+        return (
+            "SELECT count(*) AS backlog, coalesce(extract(epoch FROM now() - min(o.created_at)), 0)::float8 AS oldest"
+            f" FROM {self.pending_table} JOIN {self.table} AS o USING (event_id)"
+        )
 
     @property
     def prune_sql(self) -> str:
-        """Delete up to $2 rows published more than $1 seconds ago, oldest first."""
+        """Delete up to $2 published rows created more than $1 seconds ago, oldest first."""
         return (
             f"DELETE FROM {self.table} WHERE event_id = ANY(ARRAY("
-            f"SELECT event_id FROM {self.table} WHERE published_at < now() - make_interval(secs => $1)"
-            " ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED))"
+            f"SELECT o.event_id FROM {self.table} AS o WHERE o.created_at < now() - make_interval(secs => $1)"
+            f" AND NOT EXISTS (SELECT FROM {self.pending_table} AS p WHERE p.seq = o.seq)"
+            " ORDER BY o.created_at LIMIT $2 FOR UPDATE SKIP LOCKED))"
         )
 
 
@@ -196,7 +219,6 @@ class OutboxRelay:
                 return 0
             async with asyncio.timeout(self.outbox.publish_timeout):
                 await produce(producer, rows, self.outbox.encode_payload or str.encode)
-            await conn.execute(self.outbox.mark_sql, [row["event_id"] for row in rows])
         if self._published is not None:
             self._published.inc(len(rows))
         return len(rows)

@@ -9,14 +9,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from exchange.core.db import DB_ERRORS
 from exchange.core.logging import get_logger
+from exchange.core.outbox import Outbox
 
 log = get_logger(__name__)
 
-_BACKLOG = """
-SELECT count(*) AS backlog,
-       coalesce(extract(epoch FROM now() - min(created_at)), 0)::float8 AS oldest
-  FROM ingest.outbox WHERE published_at IS NULL
-"""
+_BACKLOG = Outbox("ingest.outbox").backlog_sql
 
 
 class IngestMetrics:

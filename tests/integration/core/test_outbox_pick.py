@@ -1,41 +1,100 @@
-"""The relay's pick against real Postgres: with a backlog the planner has no statistics for, it
-walks the partial index of unpublished rows and stops at one batch (no scan + sort of it all)."""
+"""The relay's pick against real Postgres, on an outbox made the way the services' revisions made
+theirs (the earlier shape, then `outbox_pending_queue_v1`): the upgrade queues exactly the rows
+not yet published; with a backlog the planner has no statistics for, the pick (under
+PICK_PLAN_SQL) walks the pending queue's primary key, stops at one batch and reads each row
+through the outbox's primary key; a rolled-back pick leaves its entries queued, a committed one
+takes them for good."""
 
 from __future__ import annotations
 
 import asyncpg
 
+from exchange.core.migrations import outbox_pending_queue_v1
 from exchange.core.outbox import PICK_PLAN_SQL, Outbox
 from exchange_devtools.engines.postgres import PostgresServer
 
 _PROBE = """
-CREATE TEMP TABLE outbox_probe (
+CREATE SCHEMA pick_probe;
+CREATE TABLE pick_probe.outbox (
     event_id uuid PRIMARY KEY, seq bigint GENERATED ALWAYS AS IDENTITY, record_id uuid NOT NULL,
     topic text NOT NULL, payload jsonb NOT NULL, correlation_id text NOT NULL, traceparent text NOT NULL,
-    published_at timestamptz
-) ON COMMIT DROP;
-CREATE INDEX outbox_probe_unpublished ON outbox_probe (seq) WHERE published_at IS NULL;
-INSERT INTO outbox_probe (event_id, record_id, topic, payload, correlation_id, traceparent)
-SELECT gen_random_uuid(), gen_random_uuid(), 't', '{"n": 1}', 'c', 'tp' FROM generate_series(1, 20000);
+    created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz
+);
+CREATE INDEX outbox_unpublished ON pick_probe.outbox (seq) WHERE published_at IS NULL;
+INSERT INTO pick_probe.outbox (event_id, record_id, topic, payload, correlation_id, traceparent, published_at)
+SELECT gen_random_uuid(), gen_random_uuid(), 't', jsonb_build_object('n', n), 'c', 'tp',
+       CASE WHEN n <= 300 THEN now() END
+  FROM generate_series(1, 1000) AS n;
 """
+_MORE = """
+INSERT INTO pick_probe.outbox (event_id, record_id, topic, payload, correlation_id, traceparent)
+SELECT gen_random_uuid(), gen_random_uuid(), 't', jsonb_build_object('n', n), 'c', 'tp'
+  FROM generate_series(1001, 20000) AS n
+"""
+
+
+class _PublishFailed(Exception):
+    pass
 
 
 async def _plan(conn: asyncpg.Connection, sql: str) -> str:
     return "\n".join(row[0] for row in await conn.fetch("EXPLAIN " + sql, 500))
 
 
-async def test_the_pick_walks_the_unpublished_index_with_a_backlog_of_unknown_size(postgres: PostgresServer) -> None:
+async def _pending(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM pick_probe.outbox_pending"))
+
+
+async def test_the_pick_takes_the_oldest_pending_rows_through_the_primary_keys(postgres: PostgresServer) -> None:
     conn = await asyncpg.connect(postgres.dsn)
     try:
+        await conn.execute("DROP SCHEMA IF EXISTS pick_probe CASCADE")
         async with conn.transaction():
-            await conn.execute(_PROBE)
-            pick = Outbox("pg_temp.outbox_probe").pick_sql
-            assert "Sort" in await _plan(conn, pick)  # what the planner does on its own here
-            await conn.execute(PICK_PLAN_SQL)
-            plan = await _plan(conn, pick)
-            assert "Index Scan using outbox_probe_unpublished" in plan and "Sort" not in plan, plan
-            rows = await conn.fetch(pick, 500)
-            assert len(rows) == 500
+            await conn.execute(_PROBE + outbox_pending_queue_v1("pick_probe")[0])
+        assert await _pending(conn) == 700  # the rows not yet published
+        await conn.execute(_MORE)  # queued by the trigger
+        assert await _pending(conn) == 19_700
+        pick = Outbox("pick_probe.outbox").pick_sql
+
+        try:
+            async with conn.transaction():
+                await conn.execute(PICK_PLAN_SQL)
+                plan = await _plan(conn, pick)
+                assert "Index Scan using outbox_pending_pkey" in plan and "Index Scan using outbox_pkey" in plan, plan
+                assert "Seq Scan" not in plan and "Bitmap" not in plan, plan
+                taken = await conn.fetch(pick, 500)
+                assert [row["payload"] for row in taken] == [f'{{"n": {n}}}' for n in range(301, 801)]
+                raise _PublishFailed
+        except _PublishFailed:
+            pass
         assert await conn.fetchval("SHOW enable_bitmapscan") == "on"  # the settings ended with the transaction
+        assert await _pending(conn) == 19_700  # a failed publish leaves its rows queued
+
+        async with conn.transaction():
+            again = await conn.fetch(pick, 500)
+        assert [row["event_id"] for row in again] == [row["event_id"] for row in taken]
+        assert await _pending(conn) == 19_200
     finally:
+        await conn.execute("DROP SCHEMA IF EXISTS pick_probe CASCADE")
+        await conn.close()
+
+
+async def test_the_pending_queue_revision_downgrades_and_upgrades_again(postgres: PostgresServer) -> None:
+    upgrade, downgrade = outbox_pending_queue_v1("pick_probe")
+    conn = await asyncpg.connect(postgres.dsn)
+    try:
+        await conn.execute("DROP SCHEMA IF EXISTS pick_probe CASCADE")
+        await conn.execute(_PROBE + upgrade)
+        async with conn.transaction():
+            await conn.fetch(Outbox("pick_probe.outbox").pick_sql, 200)  # 200 more published
+        await conn.execute(downgrade)
+        flags = await conn.fetchrow(
+            "SELECT count(*) FILTER (WHERE published_at IS NULL) AS unpublished, count(*) AS total"
+            " FROM pick_probe.outbox"
+        )
+        assert (flags["unpublished"], flags["total"]) == (500, 1000)
+        await conn.execute(upgrade)
+        assert await _pending(conn) == 500
+    finally:
+        await conn.execute("DROP SCHEMA IF EXISTS pick_probe CASCADE")
         await conn.close()

@@ -1,6 +1,7 @@
-"""Outbox retention against real Postgres (and Kafka for the running relay): rows published longer
-ago than the retention are deleted in batches through the `published_at` index; unpublished rows
-stay however old, and so do recently published ones."""
+"""Outbox retention against real Postgres (and Kafka for the running relay): published rows created
+longer ago than the retention are deleted in batches through the `created_at` index; unpublished
+rows stay however old, and so do recent ones. The probe outbox is made the way the services'
+revisions made theirs: the earlier shape, then `outbox_pending_queue_v1`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from exchange.core.db import GENERIC_PLANS
 from exchange.core.kafka import make_producer
+from exchange.core.migrations import outbox_pending_queue_v1
 from exchange.core.outbox import Outbox, OutboxRelay
 from exchange.core.settings import KafkaSettings
 from exchange_devtools.engines.kafka import KafkaServer
@@ -32,11 +34,11 @@ CREATE INDEX outbox_unpublished ON retention_probe.outbox (seq) WHERE published_
 CREATE INDEX outbox_published_at ON retention_probe.outbox (published_at) WHERE published_at IS NOT NULL;
 """
 _ROWS = """
-INSERT INTO retention_probe.outbox (event_id, record_id, topic, payload, correlation_id, traceparent,
-                                    created_at, published_at)
+INSERT INTO retention_probe.outbox (event_id, record_id, topic, payload, correlation_id, traceparent, created_at)
 SELECT gen_random_uuid(), gen_random_uuid(), $1, '{}', 'c', '00-' || repeat('a', 32) || '-' || repeat('b', 16) || '-01',
-       now() - make_interval(secs => $2), now() - make_interval(secs => $3::float8)
-  FROM generate_series(1, $4)
+       now() - make_interval(secs => $2)
+  FROM generate_series(1, $3)
+RETURNING seq
 """
 
 
@@ -44,7 +46,7 @@ SELECT gen_random_uuid(), gen_random_uuid(), $1, '{}', 'c', '00-' || repeat('a',
 async def pool(postgres: PostgresServer) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(postgres.dsn, min_size=1, max_size=3)
     assert pool is not None
-    await pool.execute(_SCHEMA)
+    await pool.execute(_SCHEMA + outbox_pending_queue_v1("retention_probe")[0])
     try:
         yield pool
     finally:
@@ -52,19 +54,26 @@ async def pool(postgres: PostgresServer) -> AsyncIterator[asyncpg.Pool]:
         await pool.close()
 
 
+async def _rows(pool: asyncpg.Pool, topic: str, created_ago: float, count: int, *, published: bool) -> None:
+    seqs = [row["seq"] for row in await pool.fetch(_ROWS, topic, created_ago, count)]
+    if published:  # what the relay's pick does once the broker acked
+        await pool.execute("DELETE FROM retention_probe.outbox_pending WHERE seq = ANY($1::bigint[])", seqs)
+
+
 async def _seed(pool: asyncpg.Pool, topic: str, *, old_published: int, unpublished: int, recent: int) -> None:
-    await pool.execute(_ROWS, topic, 3 * DAY, 2 * DAY, old_published)
-    await pool.execute(_ROWS, topic, 3 * DAY, None, unpublished)  # created long ago, never published
-    await pool.execute(_ROWS, topic, 120.0, 60.0, recent)
+    await _rows(pool, topic, 3 * DAY, old_published, published=True)
+    await _rows(pool, topic, 3 * DAY, unpublished, published=False)  # created long ago, never published
+    await _rows(pool, topic, 120.0, recent, published=True)
 
 
 async def _counts(pool: asyncpg.Pool) -> tuple[int, int]:
+    """(unpublished, published) rows of the probe outbox."""
     row = await pool.fetchrow(
-        "SELECT count(*) FILTER (WHERE published_at IS NULL) AS unpublished,"
-        " count(*) FILTER (WHERE published_at IS NOT NULL) AS published FROM retention_probe.outbox"
+        "SELECT (SELECT count(*) FROM retention_probe.outbox_pending) AS unpublished,"
+        " (SELECT count(*) FROM retention_probe.outbox) AS total"
     )
     assert row is not None
-    return row["unpublished"], row["published"]
+    return row["unpublished"], row["total"] - row["unpublished"]
 
 
 def _relay(pool: asyncpg.Pool, outbox: Outbox, pruned: Counter, bootstrap: str = "127.0.0.1:1") -> OutboxRelay:
@@ -72,7 +81,9 @@ def _relay(pool: asyncpg.Pool, outbox: Outbox, pruned: Counter, bootstrap: str =
     return OutboxRelay(outbox, pool, producer_factory=lambda: make_producer(settings), pruned=pruned)
 
 
-async def test_prune_deletes_only_rows_published_before_the_retention_batch_by_batch(pool: asyncpg.Pool) -> None:
+async def test_prune_deletes_only_published_rows_older_than_the_retention_batch_by_batch(
+    pool: asyncpg.Pool,
+) -> None:
     await _seed(pool, "t", old_published=7, unpublished=3, recent=2)
     assert await _counts(pool) == (3, 9)
     registry = CollectorRegistry()
@@ -92,7 +103,7 @@ async def test_without_a_retention_nothing_is_pruned(pool: asyncpg.Pool) -> None
     assert await _counts(pool) == (0, 3)
 
 
-async def test_the_prune_walks_the_published_at_index_under_generic_plans(pool: asyncpg.Pool) -> None:
+async def test_the_prune_walks_the_created_at_index_under_generic_plans(pool: asyncpg.Pool) -> None:
     """As the relay's pool plans it (one generic plan, made while the table was small), the prune
     reads the index, not the table: it must stay cheap on a large outbox."""
     prune = Outbox("retention_probe.outbox", retention_seconds=DAY).prune_sql
@@ -107,7 +118,7 @@ async def test_the_prune_walks_the_published_at_index_under_generic_plans(pool: 
         finally:
             await conn.execute("DEALLOCATE ALL")
             await conn.execute("RESET ALL")
-    assert "Index Scan using outbox_published_at" in plan and "Seq Scan" not in plan, plan
+    assert "Index Scan using outbox_created_at" in plan and "Seq Scan" not in plan, plan
 
 
 async def test_a_running_relay_publishes_and_prunes(pool: asyncpg.Pool, kafka: KafkaServer) -> None:

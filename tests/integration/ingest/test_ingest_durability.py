@@ -15,7 +15,9 @@ from exchange.core.contracts import event_validator
 
 async def _backlog(db, ids):
     return await db.fetchval(
-        "SELECT count(*) FROM ingest.outbox WHERE published_at IS NULL AND record_id = ANY($1::uuid[])", list(ids)
+        "SELECT count(*) FROM ingest.outbox_pending JOIN ingest.outbox USING (event_id)"
+        " WHERE record_id = ANY($1::uuid[])",
+        list(ids),
     )
 
 

@@ -33,9 +33,11 @@ def test_grants_refuse_names_that_are_not_plain_identifiers():
 
 def test_an_outbox_picks_unpublished_rows_without_a_high_water_mark():
     pick = Outbox("ingest.outbox", channel="ingest_outbox").pick_sql
-    assert "published_at IS NULL" in pick and "FOR UPDATE SKIP LOCKED" in pick and "payload::text" in pick
+    assert pick.startswith("WITH picked AS (DELETE FROM ingest.outbox_pending WHERE seq = ANY(ARRAY(")
+    assert "ORDER BY seq LIMIT $1 FOR UPDATE SKIP LOCKED" in pick and "o.payload::text AS payload" in pick
+    assert "JOIN ingest.outbox AS o USING (event_id) ORDER BY picked.seq" in pick
     assert "payload::text" not in Outbox("normalizer.outbox", encode_payload=orjson.dumps).pick_sql
-    assert Outbox("normalizer.outbox").mark_sql.startswith("UPDATE normalizer.outbox SET published_at = now()")
+    assert "FROM normalizer.outbox_pending JOIN normalizer.outbox" in Outbox("normalizer.outbox").backlog_sql
     with pytest.raises(ConfigError):
         Outbox("outbox; DROP TABLE x")
 
@@ -43,8 +45,9 @@ def test_an_outbox_picks_unpublished_rows_without_a_high_water_mark():
 def test_an_outbox_prunes_only_published_rows_oldest_first_and_refuses_a_bad_retention():
     prune = Outbox("ingest.outbox", retention_seconds=3600).prune_sql
     assert prune.startswith("DELETE FROM ingest.outbox WHERE event_id = ANY(ARRAY(")
-    assert "published_at < now() - make_interval(secs => $1)" in prune
-    assert "ORDER BY published_at LIMIT $2 FOR UPDATE SKIP LOCKED" in prune
+    assert "o.created_at < now() - make_interval(secs => $1)" in prune
+    assert "NOT EXISTS (SELECT FROM ingest.outbox_pending AS p WHERE p.seq = o.seq)" in prune
+    assert "ORDER BY o.created_at LIMIT $2 FOR UPDATE SKIP LOCKED" in prune
     for bad in ({"retention_seconds": 0}, {"retention_seconds": -1}, {"prune_seconds": 0}, {"prune_batch": 0}):
         with pytest.raises(ConfigError):
             Outbox("ingest.outbox", **bad)  # type: ignore[arg-type]

@@ -109,10 +109,13 @@ def test_migrations_render_the_schema_and_the_version_row():
         "CREATE TABLE ingest.outbox",
         "CREATE TABLE ingest.audit",
         "ingest_alembic_version",
-        "'0004'",
+        "'0005'",
         "ALTER COLUMN payload TYPE text",
         "fillfactor = 70",
         "outbox_published_at ON ingest.outbox (published_at) WHERE published_at IS NOT NULL",
+        "CREATE TABLE ingest.outbox_pending",
+        "AFTER INSERT ON ingest.outbox REFERENCING NEW TABLE AS inserted",
+        "ALTER TABLE ingest.outbox DROP COLUMN published_at",
     ):
         assert needle in sql
     assert "BEGIN;" not in sql and "COMMIT;" not in sql  # the caller owns the transaction
