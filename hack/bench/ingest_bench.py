@@ -187,7 +187,7 @@ async def bulk(port: int, lines: int, rounds: int, clients: int = 1) -> dict[str
     started = time.perf_counter()
     await asyncio.gather(*(worker(bodies[i::clients]) for i in range(clients)))
     elapsed = time.perf_counter() - started
-    return {"records_per_s": total / elapsed, "requests": rounds, "lines": lines, "records": total}
+    return {"records_per_s": total / elapsed, "requests": rounds, "lines": lines, "records": total, "seconds": elapsed}
 
 
 async def pg_floor(dsn: str, clients: int, seconds: float) -> float:
@@ -303,9 +303,12 @@ def bulk_part(args: argparse.Namespace, port: int, dsn: str) -> str:
     result = asyncio.run(bulk(port, args.bulk_lines, args.bulk_rounds, args.bulk_clients))
     drained = asyncio.run(wait_published(dsn))
     per = cpu_per(cpu_before, cpu_by_component(), result["records"])
+    # the 202s alone flatter a relay that falls behind: it does its work after they are counted
+    end_to_end = result["records"] / (result["seconds"] + drained)
     line = (
         f"  bulk, {args.bulk_lines} lines/request, {args.bulk_clients} client(s): "
-        f"{result['records_per_s']:8.0f} records/s   (target >= 20000); all published after {drained:.1f} s more\n"
+        f"{result['records_per_s']:8.0f} records/s   (target >= 20000); all published after {drained:.1f} s more"
+        f" ({end_to_end:.0f} records/s until published)\n"
         "  CPU per bulk record, until published (us): "
         + ", ".join(f"{k} {v:.1f}" for k, v in sorted(per.items(), key=lambda kv: -kv[1]))
     )
