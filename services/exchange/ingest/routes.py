@@ -26,7 +26,7 @@ from exchange.core.logging import current_correlation_id, get_logger, new_correl
 from exchange.ingest.idempotency import HEADER, Claim, IdempotencyStore, StoredResponse, fingerprint, parse_key
 from exchange.ingest.metrics import IngestMetrics
 from exchange.ingest.settings import IngestSettings
-from exchange.ingest.store import NewRecord, RecordStore, build_event, bulk_event_factory, uuid4_strings
+from exchange.ingest.store import NewRecord, RecordStore, build_event, bulk_event_factory, uuid7_strings
 from exchange.ingest.validation import Classified, RecordInvalid, classify
 
 log = get_logger(__name__)
@@ -138,7 +138,7 @@ async def _single(ctx: IngestContext, claim: Claim, req: Intake) -> bytes:
     except (RecordInvalid, ValueError) as exc:
         raise _envelope(exc) from None
     raw = await ctx.store.put_raw(principal.tenant, req.body, _content_type(req.fmt, bulk=False))
-    record_id, event_id = uuid4_strings(2)  # one urandom call for both ids
+    record_id, event_id = uuid7_strings(2)  # one urandom call for both ids
     received = datetime.now(UTC)
     event = build_event(
         event_id=event_id, record_id=record_id, tenant=principal.tenant, source_format=kind.source_format,
@@ -164,7 +164,7 @@ async def _single(ctx: IngestContext, claim: Claim, req: Intake) -> bytes:
 async def _bulk(ctx: IngestContext, claim: Claim, req: Intake) -> bytes:
     principal, fmt, cid = req.principal, req.fmt, req.correlation_id
     lines = req.body.split(b"\n")
-    ids = iter(uuid4_strings(2 * len(lines)))  # record and event ids, drawn in one batch
+    ids = iter(uuid7_strings(2 * len(lines)))  # record and event ids, drawn in one batch
     results: list[dict[str, Any]] = []
     accepted: list[tuple[int, str, Classified]] = []
     for number, line in enumerate(lines, start=1):

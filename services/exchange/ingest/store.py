@@ -11,6 +11,7 @@ request and it answers 409.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,15 +93,26 @@ def build_event(
     )
 
 
-def uuid4_strings(count: int) -> list[str]:
-    """`count` random (version 4) UUIDs as canonical text, from one urandom call: ~5x cheaper
-    than `str(uuid.uuid4())` per id, which showed up per line in bulk ingest."""
-    raw = bytearray(os.urandom(16 * count))
-    raw[6::16] = bytes((b & 0x0F) | 0x40 for b in raw[6::16])  # version 4
-    raw[8::16] = bytes((b & 0x3F) | 0x80 for b in raw[8::16])  # RFC 4122 variant
-    h = raw.hex()
-    return [f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
-            for i in range(0, 32 * count, 32)]  # fmt: skip
+def uuid7_strings(count: int) -> list[str]:
+    """`count` time-ordered (version 7, RFC 9562) UUIDs as canonical text: the current Unix time
+    in milliseconds, then 74 random bits, all from one urandom call (~5x cheaper per id than
+    `str(uuid.uuid4())`, which showed up per line in bulk ingest).
+
+    Record and event ids are the keys of the outbox's primary and unique indexes: time-ordered,
+    each insert lands at the right-hand edge of the index instead of on a random page, which in a
+    Postgres-only replay of bulk commits and relay batches cost 37-43 µs of Postgres CPU a record
+    against 40-54 with random ids, at 300k rows (a random key's page is ever less likely to be in
+    memory as the table grows). The ids reveal when the record arrived, to the millisecond, as
+    `received_at` already does."""
+    ts = f"{time.time_ns() // 1_000_000:012x}"
+    head = f"{ts[:8]}-{ts[8:]}-7"  # unix_ts_ms, then the version
+    h = os.urandom(10 * count).hex()  # 20 hex digits an id: 74 random bits are used
+    return [f"{head}{h[i : i + 3]}-{_VARIANT[h[i + 3]]}{h[i + 4 : i + 7]}-{h[i + 7 : i + 19]}"
+            for i in range(0, 20 * count, 20)]  # fmt: skip
+
+
+# a random hex digit -> the UUID's 17th digit: variant bits 10, then its two low random bits
+_VARIANT = {f"{n:x}": "89ab"[n & 3] for n in range(16)}
 
 
 def bulk_event_factory(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime
 
 import orjson
@@ -12,7 +14,7 @@ from exchange.core.contracts import event_validator
 from exchange.core.errors import BadRequest
 from exchange.ingest.idempotency import fingerprint, parse_key
 from exchange.ingest.migrations import render_sql
-from exchange.ingest.store import RawObject, build_event
+from exchange.ingest.store import RawObject, build_event, uuid7_strings
 from exchange.ingest.validation import RecordInvalid, classify, classify_fhir, classify_native
 from exchange_devtools.testdata import SYNTHEA_DIR as SYNTHEA
 
@@ -147,3 +149,21 @@ def test_a_negative_outbox_retention_is_refused():
            "S3_ACCESS_KEY_ID": "ak", "S3_SECRET_ACCESS_KEY": "sk", "RELAY_OUTBOX_RETENTION_SECONDS": "-1"}  # fmt: skip
     with pytest.raises(ConfigError, match="RELAY_OUTBOX_RETENTION_SECONDS"):
         load(IngestSettings, **env)
+
+
+def test_record_and_event_ids_are_time_ordered_version_7_uuids():
+    before = time.time_ns() // 1_000_000
+    ids = uuid7_strings(20_000)
+    after = time.time_ns() // 1_000_000
+    parsed = [uuid.UUID(text) for text in ids]
+    assert [str(u) for u in parsed] == ids  # canonical text
+    assert {(u.version, u.variant) for u in parsed} == {(7, uuid.RFC_4122)}
+    assert all(before <= u.int >> 80 <= after for u in parsed)  # unix_ts_ms, the first 48 bits
+    assert len(set(ids)) == len(ids)
+    # the 74 random bits are random: every value of the variant digit's two free bits occurs
+    assert set(Counter(text[19] for text in ids)) == set("89ab")
+    assert len({text[15:18] for text in ids}) > 4000  # rand_a (12 bits) spread over its 4,096 values
+    time.sleep(0.002)
+    later = uuid7_strings(1)[0]
+    assert later > max(ids)  # a later millisecond sorts after, as text and in a uuid index
+    assert uuid7_strings(0) == []
