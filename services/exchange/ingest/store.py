@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import orjson
@@ -47,9 +47,9 @@ class RawObject:
         return {"key": self.key, "sha256": self.sha256, "size": self.size}
 
 
-@dataclass(frozen=True, slots=True)
-class NewRecord:
-    """One record to register: its ids and its event (PII-free by construction)."""
+class NewRecord(NamedTuple):
+    """One record to register: its ids and its event (PII-free by construction). A NamedTuple,
+    like `Classified`: one per bulk line."""
 
     record_id: uuid.UUID | str  # a UUID, or its canonical text (bulk: cheaper, same column value)
     event_id: uuid.UUID | str

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import jsonschema_rs
 import orjson
@@ -45,9 +44,9 @@ class RecordInvalid(Exception):
         self.errors = errors
 
 
-@dataclass(frozen=True, slots=True)
-class Classified:
-    """What a valid record is: its format, type and envelope version."""
+class Classified(NamedTuple):
+    """What a valid record is: its format, type and envelope version. A NamedTuple, not a frozen
+    dataclass: one is made per bulk line, and a frozen dataclass takes ~1 µs more to build."""
 
     source_format: str
     record_type: str
