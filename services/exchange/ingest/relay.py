@@ -1,9 +1,10 @@
 """Outbox relay: publishes `ingest.outbox` rows to Kafka `record.ingested.v1`, at least once.
 
-The relay itself is `exchange.core.outbox.OutboxRelay` (snapshot-safe polling by a published flag
-with `FOR UPDATE SKIP LOCKED`, idempotent producer, marked published after every ack, backoff
-while Kafka is down); this module gives it the ingest outbox, its NOTIFY channel
-(`ingest_outbox`, a wake-up only), its producer and metrics, and runs it standalone.
+The relay itself is `exchange.core.outbox.OutboxRelay` (snapshot-safe polling of the pending
+queue `ingest.outbox_pending` with `FOR UPDATE SKIP LOCKED`, idempotent producer, its entries
+taken for good only after every ack, backoff while Kafka is down); this module gives it the
+ingest outbox, its NOTIFY channel (`ingest_outbox`, a wake-up only), its producer and metrics,
+and runs it standalone.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Outbox relay of `record.normalized.v1`: publishes `normalizer.outbox` rows, at least once.
 
-The relay itself is `exchange.core.outbox.OutboxRelay` (snapshot-safe polling by a published flag
-with `FOR UPDATE SKIP LOCKED`, key = record id, event id headers, marked published after every
-broker ack, backoff while Kafka is down). It shares the worker's idempotent producer, and the
-worker wakes it after each committed batch (no NOTIFY channel).
+The relay itself is `exchange.core.outbox.OutboxRelay` (snapshot-safe polling of the pending
+queue `normalizer.outbox_pending` with `FOR UPDATE SKIP LOCKED`, key = record id, event id
+headers, its entries taken for good only after every broker ack, backoff while Kafka is down).
+It shares the worker's idempotent producer, and the worker wakes it after each committed batch
+(no NOTIFY channel).
 """
 
 from __future__ import annotations
