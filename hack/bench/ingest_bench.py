@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from aiobotocore.session import get_session
 
-from exchange_devtools.calibrate import machine_speed, wait_for_quiet_io
+from exchange_devtools.calibrate import filesystem_of, jit_cpu_seconds, machine_speed, wait_for_quiet_io
 from exchange_devtools.engines.base import free_port
 from exchange_devtools.engines.kafka import kafka_server
 from exchange_devtools.engines.postgres import postgres_server
@@ -227,32 +227,70 @@ async def pg_floor(dsn: str, clients: int, seconds: float) -> float:
     return count / elapsed
 
 
-async def s3_floor(s3: Any, clients: int, seconds: float) -> float:
-    """Raw PUTs of a record-sized body with the client ingest uses (exchange.ingest.s3put)."""
-    import hashlib
-
+def _putter(s3: Any) -> Any:
     from exchange.core.settings import S3Settings
     from exchange.ingest.s3put import S3Putter
 
-    putter = S3Putter(S3Settings.model_validate({**s3.env(), "S3_BUCKET_RAW": BUCKET}))
+    return S3Putter(S3Settings.model_validate({**s3.env(), "S3_BUCKET_RAW": BUCKET}))
+
+
+async def _put_load(putter: Any, clients: int, until: Any) -> int:
+    """Record-sized PUTs under `floor/` from `clients` workers until `until()`; returns how many."""
+    import hashlib
+
     size = len(record())
     count = 0
-    deadline = time.perf_counter() + seconds
 
     async def worker() -> None:
         nonlocal count
-        while time.perf_counter() < deadline:
+        while not until():
             body = os.urandom(size)
             digest = hashlib.sha256(body).hexdigest()
             await putter.put(BUCKET, f"floor/{digest}", body, digest, {"content-type": "application/json"})
             count += 1
 
+    await asyncio.gather(*(worker() for _ in range(clients)))
+    return count
+
+
+async def s3_floor(s3: Any, clients: int, seconds: float) -> float:
+    """Raw PUTs of a record-sized body with the client ingest uses (exchange.ingest.s3put)."""
+    putter = _putter(s3)
+    deadline = time.perf_counter() + seconds
     started = time.perf_counter()
     try:
-        await asyncio.gather(*(worker() for _ in range(clients)))
+        count = await _put_load(putter, clients, lambda: time.perf_counter() >= deadline)
     finally:
         await putter.close()
     return count / (time.perf_counter() - started)
+
+
+def _process_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def warm_s3(s3: Any, *, window: float = 5.0, quiet: float = 0.02, least: float = 20, most: float = 240) -> str:
+    """Raw PUTs until s3proxy's JIT compilers go quiet (under `quiet` of its CPU for a `window`).
+
+    Measured alone on this machine, s3proxy needed ~60 s and ~150k PUTs before C2 was done:
+    CPU per PUT fell from ~1.2 ms (plus ~0.4 ms in the compiler threads) to ~0.3 ms. The
+    single-record warm-up reaches only a fifth of that, so without this the benchmark measured
+    s3proxy mid-compilation (0.8-1.8 ms a PUT)."""
+    putter, pid = _putter(s3), s3.engine.pid
+    started, puts = time.monotonic(), 0
+    try:
+        while True:
+            cpu, jit = _process_cpu(pid), jit_cpu_seconds(pid)
+            end = time.monotonic() + window
+            puts += await _put_load(putter, 16, lambda end=end: time.monotonic() >= end)
+            share = (jit_cpu_seconds(pid) - jit) / max(_process_cpu(pid) - cpu, 1e-9)
+            elapsed = time.monotonic() - started
+            if (share < quiet and elapsed >= least) or elapsed >= most:
+                break
+    finally:
+        await putter.close()
+    return f"s3proxy warmed with {puts} PUTs in {elapsed:.0f} s (JIT {share:.1%} of its CPU at the end)"
 
 
 async def s3_floor_aiobotocore(s3: Any, clients: int, seconds: float) -> float:
@@ -350,6 +388,10 @@ def main() -> int:
     parser.add_argument("--fsync", action="store_true", help="durable Postgres (fsync on); default off")
     parser.add_argument("--profile", action="store_true", help="run the server under pyinstrument")
     parser.add_argument(
+        "--data-dir",
+        help="where the run's directory (the engines' data) goes; default the system temp dir (see README)",
+    )
+    parser.add_argument(
         "--keep", action="store_true", help="keep the run's directory (engines' data, logs); deleted otherwise"
     )
     parser.add_argument(
@@ -358,7 +400,7 @@ def main() -> int:
     args = parser.parse_args()
 
     quiet = wait_for_quiet_io()  # an earlier run's deletes still being written out skew s3proxy
-    work = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
+    work = Path(tempfile.mkdtemp(prefix="ingest-bench-", dir=args.data_dir))
     os.chmod(work, 0o755)
     engines: list[Any] = []
     procs: list[subprocess.Popen[bytes]] = []
@@ -390,23 +432,28 @@ def main() -> int:
                                       stdout=open(work / "relay.log", "wb"), stderr=subprocess.STDOUT))  # fmt: skip
         wait_http(port)
         speed = machine_speed()  # timed before the load, with the engines idle
+        warmed = asyncio.run(warm_s3(s3))
         asyncio.run(closed_loop(port, args.clients, args.warmup))  # JIT (s3proxy runs C2), pools, caches
         workers = 1 if args.profile else args.workers
         fsync = "on" if args.fsync else "off"
 
         def header() -> str:  # the load average when the figures are printed
             return (f"\ningest benchmark ({os.cpu_count()} cores, {workers} uvicorn worker(s), "
-                    f"Postgres fsync {fsync}, load average {os.getloadavg()[0]:.1f})\n  {speed}; {quiet}")  # fmt: skip
+                    f"Postgres fsync {fsync}, load average {os.getloadavg()[0]:.1f})\n  {speed}; {quiet}\n"
+                    f"  engines' data on {filesystem_of(str(work))}; {warmed}")  # fmt: skip
 
         if args.only == "bulk":
             bulk_part(args, port, pg.dsn)
             print(header())
             return 0
+        jvms = {"s3proxy": s3.engine.pid, "kafka": kafka.engine.pid}
+        jit_before = {name: jit_cpu_seconds(pid) for name, pid in jvms.items()}
         cpu_before = cpu_by_component()
         single = asyncio.run(closed_loop(port, args.clients, args.seconds))
         cpu_after = cpu_by_component()
         requests = single["count"]
         cpu_per_req = cpu_per(cpu_before, cpu_after, requests)
+        jit_per_req = cpu_per(jit_before, {name: jit_cpu_seconds(pid) for name, pid in jvms.items()}, requests)
         fixed = asyncio.run(open_loop(port, args.rate, args.seconds))
         bulk_lines = None if args.only else bulk_part(args, port, pg.dsn)
         pg_tps = asyncio.run(pg_floor(pg.dsn, args.clients, args.seconds / 2))
@@ -433,7 +480,8 @@ def main() -> int:
             "  CPU per single request (us): "
             + ", ".join(f"{k} {v:.0f}" for k, v in sorted(cpu_per_req.items(), key=lambda kv: -kv[1]))
             + f"; server side {server_side:.0f} us -> CPU-bound ceiling on {os.cpu_count()} idle cores"
-            f" (load generator excluded) {(os.cpu_count() or 1) * 1e6 / server_side:.0f} req/s"
+            f" (load generator excluded) {(os.cpu_count() or 1) * 1e6 / server_side:.0f} req/s;"
+            " of it JIT compilers: " + ", ".join(f"{k} {v:.0f}" for k, v in jit_per_req.items())
         )
         print(
             f"  ratios: single / Postgres floor = {single['rps'] / pg_tps:.2f};"

@@ -9,6 +9,7 @@ baseline in the run stay the primary measure, this puts absolute figures in cont
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 
 
@@ -52,3 +53,32 @@ def wait_for_quiet_io(threshold: float = 1.0, limit: float = 300.0) -> str:
     if pressure is None:
         return "IO pressure not reported"
     return f"IO pressure {pressure:.1f} % at the start (waited {time.monotonic() - started:.0f} s)"
+
+
+def jit_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) the JVM `pid` has spent in its JIT compiler threads."""
+    from pathlib import Path
+
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        if "Compiler" in stat[stat.index("(") + 1 : stat.rindex(")")]:  # C1/C2 CompilerThreadN
+            fields = stat.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def filesystem_of(path: str) -> str:
+    """The type and options of the filesystem holding `path`, as /proc/mounts gives them."""
+    real, best = os.path.realpath(path), ("", "unknown", "")
+    with open("/proc/mounts") as mounts:
+        for line in mounts:
+            _, point, fstype, options, *_ = line.split()
+            inside = real == point or real.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best[0]):
+                best = (point, fstype, options)
+    return f"{best[1]} ({best[2]})" if best[2] else best[1]
