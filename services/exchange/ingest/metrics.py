@@ -48,7 +48,7 @@ class IngestMetrics:
         )
 
     async def refresh_outbox(self, pool: asyncpg.Pool) -> None:
-        """Read the backlog gauges from Postgres (a partial index keeps this cheap)."""
+        """Read the backlog gauges from Postgres (see `Outbox.backlog_sql`)."""
         row = await pool.fetchrow(_BACKLOG)
         if row is not None:
             self.backlog.set(row["backlog"])

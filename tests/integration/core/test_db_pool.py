@@ -64,6 +64,7 @@ async def test_generic_plans_are_a_pool_option(postgres: PostgresServer) -> None
     default = await create_pool(settings)
     try:
         assert await batched.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
+        assert await batched.fetchval("SHOW jit") == "off" and await default.fetchval("SHOW jit") == "on"
         assert await batched.fetchval("SHOW application_name") == "probe"
         assert await default.fetchval("SHOW plan_cache_mode") == "auto"
     finally:

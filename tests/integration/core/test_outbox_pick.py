@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from exchange.core.db import GENERIC_PLANS
 from exchange.core.migrations import outbox_pending_queue_v1
 from exchange.core.outbox import PICK_PLAN_SQL, Outbox
 from exchange_devtools.engines.postgres import PostgresServer
@@ -95,6 +96,33 @@ async def test_the_pending_queue_revision_downgrades_and_upgrades_again(postgres
         assert (flags["unpublished"], flags["total"]) == (500, 1000)
         await conn.execute(upgrade)
         assert await _pending(conn) == 500
+    finally:
+        await conn.execute("DROP SCHEMA IF EXISTS pick_probe CASCADE")
+        await conn.close()
+
+
+async def test_the_backlog_gauges_count_the_queue_and_read_one_row_without_jit(postgres: PostgresServer) -> None:
+    """As the services' pools run it (generic plans, whole-table plans disabled): the count and
+    the age of the next row to publish, one row read through the primary keys, no JIT."""
+    conn = await asyncpg.connect(postgres.dsn, server_settings=GENERIC_PLANS)
+    backlog = Outbox("pick_probe.outbox").backlog_sql
+    try:
+        await conn.execute("DROP SCHEMA IF EXISTS pick_probe CASCADE")
+        await conn.execute(_PROBE + outbox_pending_queue_v1("pick_probe")[0] + _MORE)
+        await conn.execute(
+            "UPDATE pick_probe.outbox SET created_at = now() - interval '1 hour'"
+            " WHERE seq = (SELECT min(seq) FROM pick_probe.outbox_pending)"
+        )
+        await conn.execute("UPDATE pick_probe.outbox SET created_at = now() - interval '2 hours' WHERE seq = 1")
+        row = await conn.fetchrow(backlog)
+        assert row["backlog"] == 19_700
+        assert 3600 <= row["oldest"] < 3700  # the next to publish, not the published row 1
+        plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN (VERBOSE) " + backlog))
+        assert "JIT" not in plan and "Seq Scan" not in plan, plan
+        assert "Limit" in plan and "Index Scan using outbox_pkey" in plan, plan  # one row looked up
+        async with conn.transaction():
+            await conn.fetch(Outbox("pick_probe.outbox").pick_sql, 20_000)
+        assert dict(await conn.fetchrow(backlog)) == {"backlog": 0, "oldest": 0.0}
     finally:
         await conn.execute("DROP SCHEMA IF EXISTS pick_probe CASCADE")
         await conn.close()
