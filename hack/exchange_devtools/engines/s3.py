@@ -44,8 +44,10 @@ JETTY_MAX_THREADS = 8
 # md5, content-type, storage tier and every x-amz-meta-* header, ~17 %), write and rename; Jetty's
 # parser ~8 %, SigV4 checking ~3 %, GC ~2 %. No property or JVM flag moved it by 10 %. On ext4
 # without a journal (this machine's /), creating files within minutes of deleting many others
-# costs up to 1.5x (ext4 skips recently freed inodes one by one), so benchmark runs should not
-# follow a large delete on the same filesystem.
+# costs 1.5-3x (ext4 skips recently freed inodes one by one), so benchmark runs should not
+# follow a large delete on the same filesystem (or keep their data on tmpfs). A new server needs
+# ~150k PUTs (~60 s at full speed on 2 cores) before C2 is done: CPU per 300-byte PUT fell from
+# ~1.2 ms, plus ~0.4 ms in the compiler threads, to ~0.3 ms on tmpfs and ~0.45-0.5 ms on ext4.
 
 
 def s3proxy_jar() -> Path:
