@@ -215,3 +215,50 @@ CREATE INDEX outbox_unpublished ON {schema}.outbox (seq) WHERE published_at IS N
 CREATE INDEX outbox_published_at ON {schema}.outbox (published_at) WHERE published_at IS NOT NULL;
 """
     return upgrade, downgrade
+
+
+NOTIFY_GATE_LOCK_CLASS = 0x0B0C
+"""First key of the advisory lock that a NOTIFY gate's trigger shares and an arriving listener
+takes alone (the second is the outbox table's OID; see `outbox_notify_gate_v1`)."""
+
+
+def outbox_notify_gate_v1(schema: str, channel: str) -> tuple[str, str]:
+    """(upgrade, downgrade) SQL that makes `<schema>.outbox`'s statement trigger NOTIFY `channel`
+    only while a relay listens: `<schema>.outbox_listening` (one row) says whether one does.
+
+    Frozen: applied revisions call it, so a later change of shape gets a new function.
+
+    With fsync on, Postgres takes a database-wide lock in the commit of every transaction that
+    sent a NOTIFY and holds it through the WAL flush, so such commits run one at a time; a busy
+    relay, which picks again after each linger anyway, needs none of them. The race is closed by an
+    advisory lock: the trigger reads the flag under a shared, transaction-scoped lock; a relay
+    that starts to listen sets the flag and then takes the lock alone, which waits for every
+    transaction that may have read the old value to end, before it picks once more
+    (`exchange.core.outbox.OutboxRelay`)."""
+    if not _IDENT.match(schema) or not _IDENT.match(channel):
+        raise ConfigError("schema and channel must be plain identifiers")
+    lock = f"{NOTIFY_GATE_LOCK_CLASS}, '{schema}.outbox'::regclass::oid::int"
+    upgrade = f"""
+CREATE TABLE {schema}.outbox_listening (
+    id        smallint PRIMARY KEY DEFAULT 1 CHECK (id = 1),
+    listening boolean  NOT NULL
+);
+INSERT INTO {schema}.outbox_listening (listening) VALUES (true);
+CREATE OR REPLACE FUNCTION {schema}.outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock_shared({lock});
+    IF (SELECT listening FROM {schema}.outbox_listening WHERE id = 1) THEN
+        PERFORM pg_notify('{channel}', '');
+    END IF;
+    RETURN NULL;
+END $$;
+"""
+    downgrade = f"""
+CREATE OR REPLACE FUNCTION {schema}.outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{channel}', '');
+    RETURN NULL;
+END $$;
+DROP TABLE {schema}.outbox_listening;
+"""
+    return upgrade, downgrade

@@ -48,6 +48,7 @@ from exchange.core.db import delete_in_batches
 from exchange.core.errors import ConfigError
 from exchange.core.kafka import partition_for
 from exchange.core.logging import get_logger
+from exchange.core.migrations import NOTIFY_GATE_LOCK_CLASS
 
 log = get_logger(__name__)
 # The pick must walk the pending queue's primary key, stop after one batch and fetch each row
@@ -73,6 +74,9 @@ class Outbox:
     """Schema-qualified table, e.g. `ingest.outbox`."""
     channel: str | None = None
     """NOTIFY channel a trigger signals on insert; it only wakes the relay early (None: poll only)."""
+    notify_gate: bool = False
+    """The trigger notifies only while `<table>_listening` says a relay listens
+    (`exchange.core.migrations.outbox_notify_gate_v1`); the relay keeps that flag."""
     encode_payload: Callable[[Any], bytes] | None = None
     """Payload → message value; None lets Postgres render the jsonb as text (no decode/encode)."""
     batch_size: int = 500
@@ -102,6 +106,8 @@ class Outbox:
             raise ConfigError("outbox table and channel must be plain identifiers")
         if self.retention_seconds is not None and self.retention_seconds <= 0:
             raise ConfigError("outbox retention must be positive (None keeps every row)")
+        if self.notify_gate and self.channel is None:
+            raise ConfigError("an outbox NOTIFY gate needs a channel")
         if self.prune_seconds <= 0 or self.prune_batch < 1:
             raise ConfigError("outbox prune interval and batch must be positive")
 
@@ -122,6 +128,17 @@ class Outbox:
             f"SELECT o.event_id, o.record_id, o.topic, {payload}, o.correlation_id, o.traceparent"
             f" FROM picked JOIN {self.table} AS o USING (event_id) ORDER BY picked.seq"
         )
+
+    @property
+    def gate_sql(self) -> str:
+        """Set the NOTIFY gate's flag to $1."""
+        return f"UPDATE {self.table}_listening SET listening = $1 WHERE id = 1"
+
+    @property
+    def quiesce_sql(self) -> str:
+        """Wait until every transaction that read the gate's flag before it changed has ended (its
+        trigger holds this lock shared until then)."""
+        return f"SELECT pg_advisory_xact_lock({NOTIFY_GATE_LOCK_CLASS}, '{self.table}'::regclass::oid::int)"
 
     @property
     def backlog_sql(self) -> str:
@@ -180,7 +197,7 @@ class OutboxRelay:
         self._pruned = pruned
         self.wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
-        self._listening = False
+        self._listening: bool | None = None  # None: not known (the gate's flag may say either)
 
     async def _ensure_producer(self) -> AIOKafkaProducer:
         if self.producer is None:
@@ -204,26 +221,35 @@ class OutboxRelay:
                 await asyncio.wait_for(producer.stop(), timeout=5)
 
     async def _listen(self, on: bool) -> None:
-        """LISTEN (`on`) or UNLISTEN on the outbox's channel; the connection stays open between."""
-        if self._listen_dsn is None or self._listening == on:
+        """LISTEN (`on`) or UNLISTEN on the outbox's channel, and with a NOTIFY gate set its flag:
+        listening, the flag is set first and then every transaction that may have read it unset
+        is waited for, so the pick that follows sees their rows (later ones NOTIFY). The
+        connection stays open between."""
+        if self._listen_dsn is None or self._listening is on:
             return
         assert self.outbox.channel is not None
         if self._listener is None or self._listener.is_closed():
-            self._listening = False  # a new session listens to nothing
-            if not on:
+            if not on and not self.outbox.notify_gate:
+                self._listening = False  # a new session listens to nothing
                 return
-            self._listener = await asyncpg.connect(self._listen_dsn)
+            self._listener, self._listening = await asyncpg.connect(self._listen_dsn), None
         if on:
             await self._listener.add_listener(self.outbox.channel, self._heard)
+            if self.outbox.notify_gate:
+                await self._listener.execute(self.outbox.gate_sql, True)
+                await self._listener.execute(self.outbox.quiesce_sql)
         else:
-            await self._listener.remove_listener(self.outbox.channel, self._heard)
+            if self.outbox.notify_gate:
+                await self._listener.execute(self.outbox.gate_sql, False)
+            if self._listening is not None:
+                await self._listener.remove_listener(self.outbox.channel, self._heard)
         self._listening = on
 
     def _heard(self, *_: object) -> None:
         self.wake.set()
 
     async def _close_listener(self) -> None:
-        conn, self._listener, self._listening = self._listener, None, False
+        conn, self._listener, self._listening = self._listener, None, None
         if conn is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(conn.close(), timeout=2)
@@ -288,7 +314,7 @@ class OutboxRelay:
                 published = await self.publish_batch()
                 if published:
                     await self._listen(False)
-                elif not self._listening and self._listen_dsn is not None:
+                elif self._listening is not True and self._listen_dsn is not None:
                     await self._listen(True)
                     published = await self.publish_batch()
                 backoff = 0.5

@@ -3,7 +3,8 @@
 The relay itself is `exchange.core.outbox.OutboxRelay` (snapshot-safe polling of the pending
 queue `ingest.outbox_pending` with `FOR UPDATE SKIP LOCKED`, idempotent producer, its entries
 taken for good only after every ack, backoff while Kafka is down); this module gives it the
-ingest outbox, its NOTIFY channel (`ingest_outbox`, a wake-up only), its producer and metrics,
+ingest outbox, its NOTIFY channel (`ingest_outbox`, a wake-up only, sent only while a relay
+listens: `ingest.outbox_listening`), its producer and metrics,
 and runs it standalone.
 """
 
@@ -34,6 +35,7 @@ class OutboxRelay(outbox.OutboxRelay):
         table = outbox.Outbox(
             "ingest.outbox",
             channel=CHANNEL,
+            notify_gate=True,  # migration 0006
             batch_size=settings.relay_batch_size,
             poll_seconds=settings.relay_poll_seconds,
             publish_timeout=settings.relay_publish_timeout,
