@@ -108,6 +108,11 @@ async def test_the_ingest_role_writes_ingest_and_cannot_read_canonical(cluster: 
         assert await conn.fetchval("SELECT count(*) FROM ingest.outbox WHERE record_id = $1", record_id) == 1
         async with conn.transaction():  # the relay's pick, as this role (the trigger queued the row)
             assert record_id in [row["record_id"] for row in await conn.fetch(Outbox("ingest.outbox").pick_sql, 1000)]
+        gated = Outbox("ingest.outbox", channel="ingest_outbox", notify_gate=True)
+        for listening in (False, True):  # the relay's NOTIFY gate, as this role
+            await conn.execute(gated.gate_sql, listening)
+        await conn.execute(gated.quiesce_sql)
+        assert await conn.fetchval("SELECT listening FROM ingest.outbox_listening") is True
         await refused(
             conn, "SELECT * FROM canonical.records", "SELECT * FROM normalizer.outbox", "CREATE TABLE ingest.x (x int)"
         )
