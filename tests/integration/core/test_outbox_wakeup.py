@@ -147,13 +147,15 @@ async def test_an_idle_relay_listens_and_a_busy_one_picks_without_a_notify_per_c
         await watcher.close()
 
 
-async def test_a_row_whose_transaction_read_the_gate_closed_is_published_once_it_commits(probe: _Probe) -> None:
+async def test_a_row_whose_transaction_read_the_gate_closed_is_published_once_it_commits(
+    probe: _Probe, postgres: PostgresServer
+) -> None:
     await probe.db.execute("UPDATE wake_probe.outbox_listening SET listening = false")
     writer = probe.db.transaction()
     await writer.start()
     await probe.db.execute(_INSERT, probe.topic, [7])  # its trigger read the gate closed: no NOTIFY
     stop, running = await _running(probe.relay)  # finds nothing committed, starts to listen
-    observer = await asyncpg.connect(probe.relay._listen_dsn)
+    observer = await asyncpg.connect(postgres.dsn)
     try:
         async with asyncio.timeout(10):
             while not await observer.fetchval(
