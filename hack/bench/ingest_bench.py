@@ -234,9 +234,10 @@ def _putter(s3: Any) -> Any:
     return S3Putter(S3Settings.model_validate({**s3.env(), "S3_BUCKET_RAW": BUCKET}))
 
 
-async def _put_load(putter: Any, clients: int, until: Any) -> int:
-    """Record-sized PUTs under `floor/` from `clients` workers until `until()`; returns how many."""
-    import hashlib
+async def _put_load(putter: Any, clients: int, until: Any, prefix: str = "floor") -> int:
+    """Record-sized PUTs from `clients` workers until `until()`, under `prefix` as ingest lays keys
+    out (`exchange.core.storage.content_key`); returns how many."""
+    from exchange.core.storage import content_key
 
     size = len(record())
     count = 0
@@ -245,8 +246,8 @@ async def _put_load(putter: Any, clients: int, until: Any) -> int:
         nonlocal count
         while not until():
             body = os.urandom(size)
-            digest = hashlib.sha256(body).hexdigest()
-            await putter.put(BUCKET, f"floor/{digest}", body, digest, {"content-type": "application/json"})
+            key, digest = content_key(prefix, body)
+            await putter.put(BUCKET, key, body, digest, {"content-type": "application/json"})
             count += 1
 
     await asyncio.gather(*(worker() for _ in range(clients)))
@@ -283,7 +284,7 @@ async def warm_s3(s3: Any, *, window: float = 5.0, quiet: float = 0.02, least: f
         while True:
             cpu, jit = _process_cpu(pid), jit_cpu_seconds(pid)
             end = time.monotonic() + window
-            puts += await _put_load(putter, 16, lambda end=end: time.monotonic() >= end)
+            puts += await _put_load(putter, 16, lambda end=end: time.monotonic() >= end, prefix="warm-up")
             share = (jit_cpu_seconds(pid) - jit) / max(_process_cpu(pid) - cpu, 1e-9)
             elapsed = time.monotonic() - started
             if (share < quiet and elapsed >= least) or elapsed >= most:
