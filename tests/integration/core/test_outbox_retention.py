@@ -60,9 +60,17 @@ async def _rows(pool: asyncpg.Pool, topic: str, created_ago: float, count: int, 
         await pool.execute("DELETE FROM retention_probe.outbox_pending WHERE seq = ANY($1::bigint[])", seqs)
 
 
-async def _seed(pool: asyncpg.Pool, topic: str, *, old_published: int, unpublished: int, recent: int) -> None:
+async def _seed(
+    pool: asyncpg.Pool,
+    topic: str,
+    *,
+    old_published: int,
+    unpublished: int,
+    recent: int,
+    unpublished_ago: float = 3 * DAY,
+) -> None:
     await _rows(pool, topic, 3 * DAY, old_published, published=True)
-    await _rows(pool, topic, 3 * DAY, unpublished, published=False)  # created long ago, never published
+    await _rows(pool, topic, unpublished_ago, unpublished, published=False)  # by default long ago, never published
     await _rows(pool, topic, 120.0, recent, published=True)
 
 
@@ -123,7 +131,9 @@ async def test_the_prune_walks_the_created_at_index_under_generic_plans(pool: as
 
 async def test_a_running_relay_publishes_and_prunes(pool: asyncpg.Pool, kafka: KafkaServer) -> None:
     topic = f"retention-probe-{uuid.uuid4().hex[:8]}"
-    await _seed(pool, topic, old_published=5, unpublished=4, recent=1)
+    # unpublished rows within the retention: once published they stay, so the end state is stable
+    # (old ones would be pruned by whichever prune round follows their publication)
+    await _seed(pool, topic, old_published=5, unpublished=4, recent=1, unpublished_ago=120.0)
     registry = CollectorRegistry()
     pruned = Counter("probe_running", "rows pruned", registry=registry)
     outbox = Outbox("retention_probe.outbox", retention_seconds=DAY, prune_seconds=0.2, poll_seconds=0.2)
