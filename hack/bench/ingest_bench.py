@@ -18,7 +18,13 @@ from typing import Any
 import orjson
 from aiobotocore.session import get_session
 
-from exchange_devtools.calibrate import filesystem_of, jit_cpu_seconds, machine_speed, wait_for_quiet_io
+from exchange_devtools.calibrate import (
+    filesystem_of,
+    jit_cpu_seconds,
+    machine_speed,
+    process_cpu_seconds,
+    wait_for_quiet_io,
+)
 from exchange_devtools.engines.base import free_port
 from exchange_devtools.engines.kafka import kafka_server
 from exchange_devtools.engines.postgres import postgres_server
@@ -266,11 +272,6 @@ async def s3_floor(s3: Any, clients: int, seconds: float) -> float:
     return count / (time.perf_counter() - started)
 
 
-def _process_cpu(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 async def warm_s3(s3: Any, *, window: float = 5.0, quiet: float = 0.02, least: float = 20, most: float = 240) -> str:
     """Raw PUTs until s3proxy's JIT compilers go quiet (under `quiet` of its CPU for a `window`).
 
@@ -282,10 +283,10 @@ async def warm_s3(s3: Any, *, window: float = 5.0, quiet: float = 0.02, least: f
     started, puts = time.monotonic(), 0
     try:
         while True:
-            cpu, jit = _process_cpu(pid), jit_cpu_seconds(pid)
+            cpu, jit = process_cpu_seconds(pid), jit_cpu_seconds(pid)
             end = time.monotonic() + window
             puts += await _put_load(putter, 16, lambda end=end: time.monotonic() >= end, prefix="warm-up")
-            share = (jit_cpu_seconds(pid) - jit) / max(_process_cpu(pid) - cpu, 1e-9)
+            share = (jit_cpu_seconds(pid) - jit) / max(process_cpu_seconds(pid) - cpu, 1e-9)
             elapsed = time.monotonic() - started
             if (share < quiet and elapsed >= least) or elapsed >= most:
                 break

@@ -55,11 +55,22 @@ def wait_for_quiet_io(threshold: float = 1.0, limit: float = 300.0) -> str:
     return f"IO pressure {pressure:.1f} % at the start (waited {time.monotonic() - started:.0f} s)"
 
 
+def _cpu_seconds(stat: str) -> float:
+    """User + system CPU seconds from the text of a /proc/<pid>[/task/<tid>]/stat file."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has spent, all its threads together."""
+    with open(f"/proc/{pid}/stat") as f:
+        return _cpu_seconds(f.read())
+
+
 def jit_cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) the JVM `pid` has spent in its JIT compiler threads."""
     from pathlib import Path
 
-    tick = os.sysconf("SC_CLK_TCK")
     total = 0.0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
@@ -67,8 +78,7 @@ def jit_cpu_seconds(pid: int) -> float:
         except OSError:  # the thread ended meanwhile
             continue
         if "Compiler" in stat[stat.index("(") + 1 : stat.rindex(")")]:  # C1/C2 CompilerThreadN
-            fields = stat.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / tick
+            total += _cpu_seconds(stat)
     return total
 
 
