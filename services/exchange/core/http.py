@@ -5,8 +5,8 @@ values), an `X-Correlation-ID` accepted or generated and returned, request metri
 template, `/healthz` (process), `/readyz` (the service's dependency checks) and `/metrics`.
 
 A service's hot routes may be `DirectRoute`s: answered right behind the correlation/metrics
-middleware, without FastAPI's routing, dependency injection and exception middlewares (about a
-sixth of ingest's CPU per request). Such a handler takes the Starlette `Request` and returns a
+middleware, without FastAPI's middlewares, routing and dependency injection (about a sixth of
+ingest's CPU per request). Such a handler takes the Starlette `Request` and returns a
 `Response`; its errors are rendered exactly as the app's exception handlers render them.
 """
 
@@ -206,6 +206,28 @@ class DirectRoutes:
         await response(scope, receive, send)
 
 
+class ServiceApp(FastAPI):
+    """FastAPI with the platform's ContextMiddleware outermost, then the direct routes, then
+    FastAPI's own stack (its error, telemetry and body-limit middlewares, the service's
+    middlewares, the router).
+
+    Outermost, so that every response carries the correlation id and is counted with its status:
+    an unhandled error's 500 included, which FastAPI's error middleware renders outside the
+    service's middlewares (added with `add_middleware`, ContextMiddleware had let that 500 go
+    out with no X-Correlation-ID). Direct routes also skip FastAPI's three outer middlewares,
+    which do nothing for them."""
+
+    def __init__(self, metrics: HttpMetrics, direct_routes: tuple[DirectRoute, ...], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.http_metrics, self.direct_routes = metrics, direct_routes
+
+    def build_middleware_stack(self) -> ASGIApp:
+        app = super().build_middleware_stack()
+        if self.direct_routes:
+            app = DirectRoutes(app, self.direct_routes)
+        return ContextMiddleware(app, self.http_metrics)
+
+
 def _freezing_start_up(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
@@ -247,13 +269,16 @@ def create_service_app(
     # FastAPI's native OpenTelemetry hooks look up the global providers on every request (~1.3 %
     # of ingest's CPU); the platform reports through Prometheus and propagates `traceparent`.
     fastapi_kwargs.setdefault("telemetry", {"tracing": False, "metrics": False, "logs": False})
-    app = FastAPI(title=name, version=version, lifespan=_freezing_start_up(lifespan), **fastapi_kwargs)
+    app = ServiceApp(
+        HttpMetrics(registry),
+        tuple(direct_routes),
+        title=name,
+        version=version,
+        lifespan=_freezing_start_up(lifespan),
+        **fastapi_kwargs,
+    )
     app.state.registry = registry
     app.state.readiness = dict(readiness or {})
-    direct_routes = tuple(direct_routes)
-    if direct_routes:  # added first, so it runs inside ContextMiddleware (correlation id, metrics)
-        app.add_middleware(DirectRoutes, routes=direct_routes)
-    app.add_middleware(ContextMiddleware, metrics=HttpMetrics(registry))
     _install_error_handlers(app)
 
     @app.get("/healthz", include_in_schema=False)

@@ -89,6 +89,16 @@ async def test_unhandled_errors_hide_their_text(client):
     assert "987-65-4329" not in r.text and "RuntimeError" not in r.text
 
 
+async def test_an_unhandled_error_answers_with_the_correlation_id_and_is_counted_as_500(client):
+    # FastAPI's error middleware renders it; the platform's context middleware is outside it
+    r = await client.get("/boom", headers={"X-Correlation-ID": "boom-1"})
+    assert (r.status_code, r.headers["content-type"]) == (500, PROBLEM_JSON)
+    assert r.headers["x-correlation-id"] == "boom-1"
+    assert r.json()["correlation_id"] == "boom-1"
+    text = (await client.get("/metrics")).text
+    assert 'http_requests_total{method="GET",route="/boom",status="500"} 1.0' in text
+
+
 async def test_correlation_id_is_echoed_or_generated(client):
     r = await client.get("/healthz", headers={"X-Correlation-ID": "abc-123"})
     assert r.headers["x-correlation-id"] == "abc-123"
