@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import uvloop
 from aiobotocore.session import get_session
 
 from exchange_devtools.calibrate import (
@@ -120,58 +121,133 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000 if ordered else float("nan")
 
 
-async def closed_loop(port: int, clients: int, seconds: float) -> dict[str, float]:
+MAX_RATE = 3000  # requests prepared per second of a closed-loop run: above any rate reached here
+
+
+def prepared(count: int, port: int) -> list[bytes]:
+    """`count` single-record requests as raw HTTP/1.1 bytes, each with its own body and
+    Idempotency-Key, built before the measured window: the load generator's CPU in the window is
+    then its sending and reading alone."""
+    out = []
+    for _ in range(count):
+        body = record()
+        head = f"POST /v1/ingest HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len(body)}\r\n"
+        out.append((head + "".join(f"{k}: {v}\r\n" for k, v in headers().items()) + "\r\n").encode() + body)
+    return out
+
+
+class RawClient(asyncio.Protocol):
+    """One keep-alive connection sending prepared requests, one at a time: the answer's status and
+    its Content-Length body, parsed from the buffer at once (no per-line stream reads)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.waiter: asyncio.Future[int] | None = None
+
+    @classmethod
+    async def connect(cls, port: int) -> RawClient:
+        _, client = await asyncio.get_running_loop().create_connection(cls, "127.0.0.1", port)
+        return client
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buffer[:end].lower()
+        at = head.find(b"\r\ncontent-length:")
+        length = 0
+        if at >= 0:
+            stop = head.find(b"\r\n", at + 2)
+            length = int(head[at + 17 : stop if stop >= 0 else end])
+        if len(self.buffer) < end + 4 + length:
+            return
+        self.buffer = self.buffer[end + 4 + length :]
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(int(head[9:12]))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("the server closed the connection"))
+
+    async def send(self, raw: bytes) -> int:
+        assert self.transport is not None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(raw)
+        return await self.waiter
+
+
+def run_load(coro: Any) -> Any:
+    """The load generator's loop: uvloop, as the services run on (cheaper than asyncio's own)."""
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
+
+
+async def closed_loop(port: int, clients: int, seconds: float, requests: list[bytes]) -> dict[str, float]:
     latencies: list[float] = []
     errors = 0
+    pending = iter(requests)
+    conns = [await RawClient.connect(port) for _ in range(clients)]
     deadline = time.perf_counter() + seconds
 
-    async def worker() -> None:
+    async def worker(conn: RawClient) -> None:
         nonlocal errors
-        conn = Conn("127.0.0.1", port)
         while time.perf_counter() < deadline:
-            body = record()
+            raw = next(pending, None)
+            if raw is None:
+                raise SystemExit(f"ran out of prepared requests ({len(requests)}): raise MAX_RATE")
             started = time.perf_counter()
-            status, _ = await conn.post("/v1/ingest", body, headers())
+            status = await conn.send(raw)
             latencies.append(time.perf_counter() - started)
             errors += status != 202
 
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(clients)))
+    await asyncio.gather(*(worker(conn) for conn in conns))
     elapsed = time.perf_counter() - started
+    for conn in conns:
+        assert conn.transport is not None
+        conn.transport.close()
     return {"rps": len(latencies) / elapsed, "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99),
             "errors": errors, "count": len(latencies)}  # fmt: skip
 
 
-async def open_loop(port: int, rate: float, seconds: float, pool: int = 256) -> dict[str, float]:
+async def open_loop(port: int, rate: float, seconds: float, requests: list[bytes], pool: int = 256) -> dict[str, float]:
     """Requests scheduled at a fixed rate; latency counted from the scheduled time (no
     coordinated omission)."""
     latencies: list[float] = []
     errors = 0
-    idle: asyncio.Queue[Conn] = asyncio.Queue()
+    idle: asyncio.Queue[RawClient] = asyncio.Queue()
     for _ in range(pool):
-        idle.put_nowait(Conn("127.0.0.1", port))
+        idle.put_nowait(await RawClient.connect(port))
 
-    async def one(scheduled: float) -> None:
+    async def one(scheduled: float, raw: bytes) -> None:
         nonlocal errors
         conn = await idle.get()
         try:
-            status, _ = await conn.post("/v1/ingest", record(), headers())
-            errors += status != 202
+            errors += await conn.send(raw) != 202
         finally:
             idle.put_nowait(conn)
         latencies.append(time.perf_counter() - scheduled)
 
     tasks = []
     start = time.perf_counter()
-    total = int(rate * seconds)
+    total = min(int(rate * seconds), len(requests))
     for i in range(total):
         scheduled = start + i / rate
         delay = scheduled - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(scheduled)))
+        tasks.append(asyncio.create_task(one(scheduled, requests[i])))
     await asyncio.gather(*tasks)
     elapsed = time.perf_counter() - start
+    while not idle.empty():
+        conn = idle.get_nowait()
+        assert conn.transport is not None
+        conn.transport.close()
     return {"rps": total / elapsed, "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99), "errors": errors}
 
 
@@ -435,7 +511,9 @@ def main() -> int:
         wait_http(port)
         speed = machine_speed()  # timed before the load, with the engines idle
         warmed = asyncio.run(warm_s3(s3))
-        asyncio.run(closed_loop(port, args.clients, args.warmup))  # JIT (s3proxy runs C2), pools, caches
+        warm_up = prepared(int(MAX_RATE * args.warmup), port)
+        run_load(closed_loop(port, args.clients, args.warmup, warm_up))  # JIT (s3proxy runs C2), pools, caches
+        del warm_up
         workers = 1 if args.profile else args.workers
         fsync = "on" if args.fsync else "off"
 
@@ -448,15 +526,17 @@ def main() -> int:
             bulk_part(args, port, pg.dsn)
             print(header())
             return 0
+        closed_requests = prepared(int(MAX_RATE * args.seconds), port)
+        open_requests = prepared(int(args.rate * args.seconds), port)
         jvms = {"s3proxy": s3.engine.pid, "kafka": kafka.engine.pid}
         jit_before = {name: jit_cpu_seconds(pid) for name, pid in jvms.items()}
         cpu_before = cpu_by_component()
-        single = asyncio.run(closed_loop(port, args.clients, args.seconds))
+        single = run_load(closed_loop(port, args.clients, args.seconds, closed_requests))
         cpu_after = cpu_by_component()
         requests = single["count"]
         cpu_per_req = cpu_per(cpu_before, cpu_after, requests)
         jit_per_req = cpu_per(jit_before, {name: jit_cpu_seconds(pid) for name, pid in jvms.items()}, requests)
-        fixed = asyncio.run(open_loop(port, args.rate, args.seconds))
+        fixed = run_load(open_loop(port, args.rate, args.seconds, open_requests))
         bulk_lines = None if args.only else bulk_part(args, port, pg.dsn)
         pg_tps = asyncio.run(pg_floor(pg.dsn, args.clients, args.seconds / 2))
         s3_ps = asyncio.run(s3_floor(s3, args.clients, args.seconds / 2))
