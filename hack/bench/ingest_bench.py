@@ -176,6 +176,8 @@ class RawClient(asyncio.Protocol):
 
     async def send(self, raw: bytes) -> int:
         assert self.transport is not None
+        if self.transport.is_closing():  # the server dropped it while idle (keep-alive timeout)
+            raise ConnectionError("the server closed an idle connection")
         self.waiter = asyncio.get_running_loop().create_future()
         self.transport.write(raw)
         return await self.waiter
