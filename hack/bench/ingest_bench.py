@@ -49,32 +49,10 @@ def record() -> bytes:
     )
 
 
-class Conn:
-    """A minimal HTTP/1.1 keep-alive client: the load generator must not eat the CPU it measures."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
-
-    async def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        if self.writer is None:
-            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-        head = f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Length: {len(body)}\r\n"
-        head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
-        self.writer.write(head.encode() + body)
-        assert self.reader is not None
-        status_line = await self.reader.readline()
-        length = 0
-        while True:
-            line = await self.reader.readline()
-            if line in (b"\r\n", b""):
-                break
-            name, _, value = line.partition(b":")
-            if name.lower() == b"content-length":
-                length = int(value)
-        payload = await self.reader.readexactly(length)
-        return int(status_line.split()[1]), payload
+def raw_request(path: str, body: bytes, headers: dict[str, str], host: str) -> bytes:
+    """A POST of `body` to `path` as HTTP/1.1 bytes, head and body in one piece."""
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n"
+    return (head + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode() + body
 
 
 def _component(cmdline: str) -> str:
@@ -128,22 +106,18 @@ def prepared(count: int, port: int) -> list[bytes]:
     """`count` single-record requests as raw HTTP/1.1 bytes, each with its own body and
     Idempotency-Key, built before the measured window: the load generator's CPU in the window is
     then its sending and reading alone."""
-    out = []
-    for _ in range(count):
-        body = record()
-        head = f"POST /v1/ingest HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: {len(body)}\r\n"
-        out.append((head + "".join(f"{k}: {v}\r\n" for k, v in headers().items()) + "\r\n").encode() + body)
-    return out
+    return [raw_request("/v1/ingest", record(), headers(), f"127.0.0.1:{port}") for _ in range(count)]
 
 
 class RawClient(asyncio.Protocol):
-    """One keep-alive connection sending prepared requests, one at a time: the answer's status and
-    its Content-Length body, parsed from the buffer at once (no per-line stream reads)."""
+    """One keep-alive connection sending raw requests, one at a time: the answer's status and its
+    Content-Length body, parsed from the buffer at once (no per-line stream reads). The load
+    generator must not eat the CPU it measures."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
-        self.waiter: asyncio.Future[int] | None = None
+        self.waiter: asyncio.Future[tuple[int, bytes]] | None = None
 
     @classmethod
     async def connect(cls, port: int) -> RawClient:
@@ -166,15 +140,15 @@ class RawClient(asyncio.Protocol):
             length = int(head[at + 17 : stop if stop >= 0 else end])
         if len(self.buffer) < end + 4 + length:
             return
-        self.buffer = self.buffer[end + 4 + length :]
+        body, self.buffer = self.buffer[end + 4 : end + 4 + length], self.buffer[end + 4 + length :]
         if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(int(head[9:12]))
+            self.waiter.set_result((int(head[9:12]), body))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(ConnectionError("the server closed the connection"))
 
-    async def send(self, raw: bytes) -> int:
+    async def send(self, raw: bytes) -> tuple[int, bytes]:
         assert self.transport is not None
         if self.transport.is_closing():  # the server dropped it while idle (keep-alive timeout)
             raise ConnectionError("the server closed an idle connection")
@@ -203,7 +177,7 @@ async def closed_loop(port: int, clients: int, seconds: float, requests: list[by
             if raw is None:
                 raise SystemExit(f"ran out of prepared requests ({len(requests)}): raise MAX_RATE")
             started = time.perf_counter()
-            status = await conn.send(raw)
+            status, _ = await conn.send(raw)
             latencies.append(time.perf_counter() - started)
             errors += status != 202
 
@@ -230,7 +204,8 @@ async def open_loop(port: int, rate: float, seconds: float, requests: list[bytes
         nonlocal errors
         conn = await idle.get()
         try:
-            errors += await conn.send(raw) != 202
+            status, _ = await conn.send(raw)
+            errors += status != 202
         finally:
             idle.put_nowait(conn)
         latencies.append(time.perf_counter() - scheduled)
@@ -262,11 +237,14 @@ async def bulk(port: int, lines: int, rounds: int, clients: int = 1) -> dict[str
 
     async def worker(mine: list[bytes]) -> None:
         nonlocal total
-        conn = Conn("127.0.0.1", port)
+        conn = await RawClient.connect(port)
         for body in mine:
-            status, payload = await conn.post("/v1/ingest/bulk", body, headers("application/fhir+ndjson"))
+            raw = raw_request("/v1/ingest/bulk", body, headers("application/fhir+ndjson"), "127.0.0.1")
+            status, payload = await conn.send(raw)
             assert status == 202, payload[:300]
             total += orjson.loads(payload)["accepted"]
+        assert conn.transport is not None
+        conn.transport.close()
 
     started = time.perf_counter()
     await asyncio.gather(*(worker(bodies[i::clients]) for i in range(clients)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from pathlib import Path
 
 
 def machine_speed(rounds: int = 3) -> str:
@@ -69,8 +70,6 @@ def process_cpu_seconds(pid: int) -> float:
 
 def jit_cpu_seconds(pid: int) -> float:
     """CPU seconds (user + system) the JVM `pid` has spent in its JIT compiler threads."""
-    from pathlib import Path
-
     total = 0.0
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
