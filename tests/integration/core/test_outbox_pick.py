@@ -13,20 +13,17 @@ from exchange.core.db import GENERIC_PLANS
 from exchange.core.migrations import outbox_pending_queue_v1
 from exchange.core.outbox import PICK_PLAN_SQL, Outbox
 from exchange_devtools.engines.postgres import PostgresServer
+from exchange_devtools.outbox_probe import legacy_outbox_sql
 
-_PROBE = """
-CREATE SCHEMA pick_probe;
-CREATE TABLE pick_probe.outbox (
-    event_id uuid PRIMARY KEY, seq bigint GENERATED ALWAYS AS IDENTITY, record_id uuid NOT NULL,
-    topic text NOT NULL, payload jsonb NOT NULL, correlation_id text NOT NULL, traceparent text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz
-);
-CREATE INDEX outbox_unpublished ON pick_probe.outbox (seq) WHERE published_at IS NULL;
+_PROBE = (
+    legacy_outbox_sql("pick_probe", payload_type="jsonb")
+    + """
 INSERT INTO pick_probe.outbox (event_id, record_id, topic, payload, correlation_id, traceparent, published_at)
 SELECT gen_random_uuid(), gen_random_uuid(), 't', jsonb_build_object('n', n), 'c', 'tp',
        CASE WHEN n <= 300 THEN now() END
   FROM generate_series(1, 1000) AS n;
 """
+)
 _MORE = """
 INSERT INTO pick_probe.outbox (event_id, record_id, topic, payload, correlation_id, traceparent)
 SELECT gen_random_uuid(), gen_random_uuid(), 't', jsonb_build_object('n', n), 'c', 'tp'

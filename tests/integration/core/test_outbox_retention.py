@@ -20,19 +20,10 @@ from exchange.core.outbox import Outbox, OutboxRelay
 from exchange.core.settings import KafkaSettings
 from exchange_devtools.engines.kafka import KafkaServer
 from exchange_devtools.engines.postgres import PostgresServer
+from exchange_devtools.outbox_probe import legacy_outbox_sql
 
 DAY = 86_400.0
-_SCHEMA = """
-DROP SCHEMA IF EXISTS retention_probe CASCADE;
-CREATE SCHEMA retention_probe;
-CREATE TABLE retention_probe.outbox (
-    event_id uuid PRIMARY KEY, seq bigint GENERATED ALWAYS AS IDENTITY, record_id uuid NOT NULL,
-    topic text NOT NULL, payload text NOT NULL, correlation_id text NOT NULL, traceparent text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz
-);
-CREATE INDEX outbox_unpublished ON retention_probe.outbox (seq) WHERE published_at IS NULL;
-CREATE INDEX outbox_published_at ON retention_probe.outbox (published_at) WHERE published_at IS NOT NULL;
-"""
+_SCHEMA = legacy_outbox_sql("retention_probe")
 _ROWS = """
 INSERT INTO retention_probe.outbox (event_id, record_id, topic, payload, correlation_id, traceparent, created_at)
 SELECT gen_random_uuid(), gen_random_uuid(), $1, '{}', 'c', '00-' || repeat('a', 32) || '-' || repeat('b', 16) || '-01',

@@ -26,23 +26,9 @@ from exchange.core.outbox import Outbox, OutboxRelay
 from exchange.core.settings import KafkaSettings
 from exchange_devtools.engines.kafka import KafkaServer
 from exchange_devtools.engines.postgres import PostgresServer
+from exchange_devtools.outbox_probe import legacy_outbox_sql
 
-_DDL = """
-DROP SCHEMA IF EXISTS wake_probe CASCADE;
-CREATE SCHEMA wake_probe;
-CREATE TABLE wake_probe.outbox (
-    event_id uuid PRIMARY KEY, seq bigint GENERATED ALWAYS AS IDENTITY, record_id uuid NOT NULL,
-    topic text NOT NULL, payload text NOT NULL, correlation_id text NOT NULL, traceparent text NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(), published_at timestamptz
-);
-CREATE FUNCTION wake_probe.outbox_notify() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    PERFORM pg_notify('wake_probe', '');
-    RETURN NULL;
-END $$;
-CREATE TRIGGER outbox_notify AFTER INSERT ON wake_probe.outbox
-    FOR EACH STATEMENT EXECUTE FUNCTION wake_probe.outbox_notify();
-"""
+_DDL = legacy_outbox_sql("wake_probe", channel="wake_probe")
 _INSERT = """
 INSERT INTO wake_probe.outbox (event_id, record_id, topic, payload, correlation_id, traceparent)
 SELECT gen_random_uuid(), gen_random_uuid(), $1, '{"n": ' || n || '}', 'c', 'tp' FROM unnest($2::int[]) AS n
