@@ -92,9 +92,11 @@ images: ## build exchange:dev and exchange-operator:dev and load them into kind
 e2e: deps engines ## kind end-to-end: images, chart, sample, curl through the ingress (needs Docker and kind)
 	$(PY) -m pytest -m e2e tests/e2e/kind -q -rs
 
-.PHONY: bench-ingest bench-tokenize bench-normalize bench-query bench-operator
+.PHONY: bench-ingest bench-auth bench-tokenize bench-normalize bench-query bench-operator
 bench-ingest: deps engines ## ingest throughput/latency vs the Postgres and S3 floors
 	@bash hack/bench/ingest
+bench-auth: deps ## bearer-token verification per request: every time, cached, vs the signature check alone
+	@bash hack/bench/auth
 bench-tokenize: deps ## tokenizer records/s vs openlinktoken and the bare hashing limit
 	@bash hack/bench/tokenize
 bench-normalize: deps engines ## normalizer sustained records/s and consumer lag

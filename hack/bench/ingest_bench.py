@@ -30,6 +30,7 @@ from exchange_devtools.engines.base import free_port
 from exchange_devtools.engines.kafka import kafka_server
 from exchange_devtools.engines.postgres import postgres_server
 from exchange_devtools.engines.s3 import s3_server
+from exchange_devtools.fixtures.jwks import serve_jwks
 from exchange_devtools.testdata import SYNTHEA_DIR as SYNTHEA
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -90,8 +91,8 @@ def cpu_by_component() -> dict[str, float]:
     return out
 
 
-def headers(content_type: str = "application/json") -> dict[str, str]:
-    return {"Authorization": "Bearer dev", "Content-Type": content_type, "Idempotency-Key": uuid.uuid4().hex}
+def headers(authorization: str, content_type: str = "application/json") -> dict[str, str]:
+    return {"Authorization": authorization, "Content-Type": content_type, "Idempotency-Key": uuid.uuid4().hex}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -102,11 +103,11 @@ def pct(values: list[float], q: float) -> float:
 MAX_RATE = 3000  # requests prepared per second of a closed-loop run: above any rate reached here
 
 
-def prepared(count: int, port: int) -> list[bytes]:
+def prepared(count: int, port: int, authorization: str) -> list[bytes]:
     """`count` single-record requests as raw HTTP/1.1 bytes, each with its own body and
     Idempotency-Key, built before the measured window: the load generator's CPU in the window is
     then its sending and reading alone."""
-    return [raw_request("/v1/ingest", record(), headers(), f"127.0.0.1:{port}") for _ in range(count)]
+    return [raw_request("/v1/ingest", record(), headers(authorization), f"127.0.0.1:{port}") for _ in range(count)]
 
 
 class RawClient(asyncio.Protocol):
@@ -228,7 +229,7 @@ async def open_loop(port: int, rate: float, seconds: float, requests: list[bytes
     return {"rps": total / elapsed, "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99), "errors": errors}
 
 
-async def bulk(port: int, lines: int, rounds: int, clients: int = 1) -> dict[str, float]:
+async def bulk(port: int, lines: int, rounds: int, authorization: str, clients: int = 1) -> dict[str, float]:
     """`rounds` NDJSON bodies of `lines` lines each, sent by `clients` concurrent connections."""
     source = [ln for p in sorted(SYNTHEA.glob("*.ndjson")) for ln in p.read_bytes().splitlines() if ln.strip()]
     # a distinct window of the source per round makes every body (and so its object) distinct
@@ -239,7 +240,7 @@ async def bulk(port: int, lines: int, rounds: int, clients: int = 1) -> dict[str
         nonlocal total
         conn = await RawClient.connect(port)
         for body in mine:
-            raw = raw_request("/v1/ingest/bulk", body, headers("application/fhir+ndjson"), "127.0.0.1")
+            raw = raw_request("/v1/ingest/bulk", body, headers(authorization, "application/fhir+ndjson"), "127.0.0.1")
             status, payload = await conn.send(raw)
             assert status == 202, payload[:300]
             total += orjson.loads(payload)["accepted"]
@@ -393,10 +394,10 @@ def cpu_per(before: dict[str, float], after: dict[str, float], count: float) -> 
     return {k: (after[k] - before.get(k, 0.0)) / count * 1e6 for k in after}
 
 
-def bulk_part(args: argparse.Namespace, port: int, dsn: str) -> str:
+def bulk_part(args: argparse.Namespace, port: int, dsn: str, authorization: str) -> str:
     """Bulk records/s, then CPU per record by component until the relay has published them all."""
     cpu_before = cpu_by_component()
-    result = asyncio.run(bulk(port, args.bulk_lines, args.bulk_rounds, args.bulk_clients))
+    result = asyncio.run(bulk(port, args.bulk_lines, args.bulk_rounds, authorization, args.bulk_clients))
     drained = asyncio.run(wait_published(dsn))
     per = cpu_per(cpu_before, cpu_by_component(), result["records"])
     # the 202s alone flatter a relay that falls behind: it does its work after they are counted
@@ -455,13 +456,34 @@ def main() -> int:
     parser.add_argument(
         "--only", choices=["single", "bulk"], help="run only the single-record or only the bulk part (and its floor)"
     )
+    parser.add_argument(
+        "--auth", choices=["dev", "jwt"], default="dev",
+        help="`Bearer dev` (as `make dev`) or an RS256 JWT verified against a local JWKS (as in production)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--jwt-cache-seconds", type=int, help="the server's JWT_CACHE_SECONDS with --auth jwt (0: verify every request)"
+    )
     args = parser.parse_args()
 
     quiet = wait_for_quiet_io()  # an earlier run's deletes still being written out skew s3proxy
     work = Path(tempfile.mkdtemp(prefix="ingest-bench-", dir=args.data_dir))
     os.chmod(work, 0o755)
+    with contextlib.ExitStack() as stack:
+        return _run(args, work, quiet, stack)
+
+
+def _run(args: argparse.Namespace, work: Path, quiet: str, stack: contextlib.ExitStack) -> int:
+    """The run itself: engines, server and relay, load, figures; everything stopped at the end."""
     engines: list[Any] = []
     procs: list[subprocess.Popen[bytes]] = []
+    auth_env: dict[str, str] = {}
+    authorization = "Bearer dev"
+    if args.auth == "jwt":  # one token for the whole run, as a partner reuses its token until it expires
+        issuer = stack.enter_context(serve_jwks())
+        auth_env = issuer.env()
+        if args.jwt_cache_seconds is not None:
+            auth_env["JWT_CACHE_SECONDS"] = str(args.jwt_cache_seconds)
+        authorization = f"Bearer {issuer.token(tenant='bench', exp=int(time.time()) + 4 * 3600)}"
     try:
         pg = postgres_server(work / "pg", durable=args.fsync).start()
         s3 = s3_server(work / "s3", long_running=True).start()
@@ -475,6 +497,7 @@ def main() -> int:
         env = {
             **os.environ, **pg.env(), **s3.env(), **kafka.env(), "ENV": "local", "S3_BUCKET_RAW": BUCKET,
             "LOG_LEVEL": "WARNING", "DB_POOL_MAX": "20", "PYTHONPATH": f"{ROOT / 'services'}:{ROOT / 'hack'}",
+            **auth_env,
         }  # fmt: skip
         server = [sys.executable]
         if args.profile:
@@ -491,23 +514,29 @@ def main() -> int:
         wait_http(port)
         speed = machine_speed()  # timed before the load, with the engines idle
         warmed = asyncio.run(warm_s3(s3))
-        warm_up = prepared(int(MAX_RATE * args.warmup), port)
+        warm_up = prepared(int(MAX_RATE * args.warmup), port, authorization)
         run_load(closed_loop(port, args.clients, args.warmup, warm_up))  # JIT (s3proxy runs C2), pools, caches
         del warm_up
         workers = 1 if args.profile else args.workers
+        auth_mode = (
+            "Bearer dev"
+            if args.auth == "dev"
+            else f"RS256 JWT, JWT_CACHE_SECONDS {auth_env.get('JWT_CACHE_SECONDS', 'default')}"
+        )
         fsync = "on" if args.fsync else "off"
 
         def header() -> str:  # the load average when the figures are printed
             return (f"\ningest benchmark ({os.cpu_count()} cores, {workers} uvicorn worker(s), "
-                    f"Postgres fsync {fsync}, load average {os.getloadavg()[0]:.1f})\n  {speed}; {quiet}\n"
+                    f"Postgres fsync {fsync}, load average {os.getloadavg()[0]:.1f})\n  auth {auth_mode}\n"
+                    f"  {speed}; {quiet}\n"
                     f"  engines' data on {filesystem_of(str(work))}; {warmed}")  # fmt: skip
 
         if args.only == "bulk":
-            bulk_part(args, port, pg.dsn)
+            bulk_part(args, port, pg.dsn, authorization)
             print(header())
             return 0
-        closed_requests = prepared(int(MAX_RATE * args.seconds), port)
-        open_requests = prepared(int(args.rate * args.seconds), port)
+        closed_requests = prepared(int(MAX_RATE * args.seconds), port, authorization)
+        open_requests = prepared(int(args.rate * args.seconds), port, authorization)
         jvms = {"s3proxy": s3.engine.pid, "kafka": kafka.engine.pid}
         jit_before = {name: jit_cpu_seconds(pid) for name, pid in jvms.items()}
         cpu_before = cpu_by_component()
@@ -517,7 +546,7 @@ def main() -> int:
         cpu_per_req = cpu_per(cpu_before, cpu_after, requests)
         jit_per_req = cpu_per(jit_before, {name: jit_cpu_seconds(pid) for name, pid in jvms.items()}, requests)
         fixed = run_load(open_loop(port, args.rate, args.seconds, open_requests))
-        bulk_lines = None if args.only else bulk_part(args, port, pg.dsn)
+        bulk_lines = None if args.only else bulk_part(args, port, pg.dsn, authorization)
         pg_tps = asyncio.run(pg_floor(pg.dsn, args.clients, args.seconds / 2))
         s3_ps = asyncio.run(s3_floor(s3, args.clients, args.seconds / 2))
         s3_boto = asyncio.run(s3_floor_aiobotocore(s3, args.clients, args.seconds / 2))

@@ -155,6 +155,16 @@ class AuthSettings(ExchangeSettings):
         "tenant", alias="JWT_TENANT_CLAIM", description="Claim naming the tenant; falls back to `sub`."
     )
     jwks_cache_seconds: int = Field(300, alias="JWKS_CACHE_SECONDS", description="How long fetched keys are reused.")
+    jwt_cache_seconds: int = Field(
+        60,
+        ge=0,
+        alias="JWT_CACHE_SECONDS",
+        description="How long a verified token is accepted again without re-verifying it (never past its "
+        "exp + leeway; 0 verifies every request).",
+    )
+    jwt_cache_size: int = Field(
+        10_000, ge=1, alias="JWT_CACHE_SIZE", description="Most verified tokens held (least recently used go)."
+    )
     dev_tenant: str = Field("dev", alias="DEV_TENANT", description="Tenant of `Bearer dev` (local only).")
 
     @model_validator(mode="after")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 
+import jwt
 import pytest
 
 from exchange.core.auth import JWKSCache, JWTVerifier
@@ -11,13 +14,30 @@ from exchange.core.errors import ConfigError, Unauthorized
 from exchange.core.settings import AuthSettings, load
 
 
-@pytest.fixture
-def verifier(jwks_server, monkeypatch):
-    for key, value in jwks_server.env().items():
+def make_verifier(jwks_server, monkeypatch, **env: str) -> JWTVerifier:
+    for key, value in {**jwks_server.env(), "ENV": "production", **env}.items():
         monkeypatch.setenv(key, value)
-    monkeypatch.setenv("ENV", "production")
     settings = load(AuthSettings)
     return JWTVerifier(settings, JWKSCache(jwks_server.jwks_url, min_refetch_seconds=0))
+
+
+@pytest.fixture
+def verifier(jwks_server, monkeypatch):
+    return make_verifier(jwks_server, monkeypatch)
+
+
+@pytest.fixture
+def decodes(monkeypatch) -> list[str]:
+    """Every token whose signature and claims PyJWT checked (a spy around `jwt.decode`)."""
+    seen: list[str] = []
+    real = jwt.decode
+
+    def spy(token, *args, **kwargs):
+        seen.append(token)
+        return real(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", spy)
+    return seen
 
 
 async def test_a_valid_rs256_token_gives_tenant_and_scopes(verifier, jwks_server):
@@ -135,4 +155,77 @@ def test_jwt_settings_are_required_outside_local(monkeypatch):
     for key in ("JWT_ISSUER", "JWT_AUDIENCE", "JWKS_URL"):
         monkeypatch.delenv(key, raising=False)
     with pytest.raises(ConfigError, match="JWKS_URL"):
+        load(AuthSettings)
+
+
+async def test_a_verified_token_is_accepted_again_without_re_verifying(verifier, jwks_server, decodes):
+    token = jwks_server.token(tenant="acme", scope="ingest:write")
+    first = await verifier.verify(f"Bearer {token}")
+    again = [await verifier.verify(f"Bearer {token}") for _ in range(3)]
+    assert decodes == [token]
+    assert all(p == first for p in again)
+    assert first.tenant == "acme" and first.scopes == frozenset({"ingest:write"})
+
+
+async def test_a_cached_token_is_refused_once_it_expires(jwks_server, monkeypatch, decodes):
+    verifier = make_verifier(jwks_server, monkeypatch, JWT_LEEWAY_SECONDS="0", JWT_CACHE_SECONDS="3600")
+    exp = int(time.time()) + 1
+    token = jwks_server.token(exp=exp)
+    assert (await verifier.verify(f"Bearer {token}")).tenant == "acme"
+    time.sleep(max(0.0, exp - time.time()) + 0.05)
+    with pytest.raises(Unauthorized, match="expired"):
+        await verifier.verify(f"Bearer {token}")
+    assert decodes == [token, token]  # the expired entry was not served
+
+
+async def test_the_leeway_still_applies_to_a_cached_token(jwks_server, monkeypatch, decodes):
+    verifier = make_verifier(jwks_server, monkeypatch, JWT_LEEWAY_SECONDS="30")
+    token = jwks_server.token(exp=int(time.time()) - 5)  # expired, within the leeway
+    for _ in range(2):
+        assert (await verifier.verify(f"Bearer {token}")).tenant == "acme"
+    assert decodes == [token]
+
+
+async def test_a_refused_token_is_checked_again_every_time(verifier, jwks_server, decodes):
+    token = jwks_server.bad_signature_token()
+    for _ in range(2):
+        with pytest.raises(Unauthorized, match="rejected"):
+            await verifier.verify(f"Bearer {token}")
+    assert decodes == [token, token]
+
+
+async def test_a_tampered_copy_of_a_cached_token_is_refused(verifier, jwks_server):
+    token = jwks_server.token(tenant="acme")
+    await verifier.verify(f"Bearer {token}")
+    header, _, signature = token.split(".")
+    claims = jwks_server.claims(tenant="evil")
+    body = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    with pytest.raises(Unauthorized, match="rejected"):
+        await verifier.verify(f"Bearer {header}.{body}.{signature}")
+
+
+async def test_with_the_cache_off_every_request_is_verified(jwks_server, monkeypatch, decodes):
+    verifier = make_verifier(jwks_server, monkeypatch, JWT_CACHE_SECONDS="0")
+    token = jwks_server.token()
+    for _ in range(3):
+        await verifier.verify(f"Bearer {token}")
+    assert decodes == [token] * 3
+    assert verifier.verified is None
+
+
+async def test_the_cache_holds_at_most_its_size(jwks_server, monkeypatch, decodes):
+    verifier = make_verifier(jwks_server, monkeypatch, JWT_CACHE_SIZE="2")
+    tokens = [jwks_server.token(sub=f"client-{i}") for i in range(3)]
+    for token in tokens:
+        await verifier.verify(f"Bearer {token}")
+    assert verifier.verified is not None and len(verifier.verified) == 2
+    await verifier.verify(f"Bearer {tokens[0]}")  # the least recently used went: verified again
+    assert decodes == [*tokens, tokens[0]]
+
+
+@pytest.mark.parametrize(("name", "value"), [("JWT_CACHE_SECONDS", "-1"), ("JWT_CACHE_SIZE", "0")])
+def test_cache_settings_must_be_sensible(monkeypatch, jwks_server, name, value):
+    for key, env_value in {**jwks_server.env(), "ENV": "production", name: value}.items():
+        monkeypatch.setenv(key, env_value)
+    with pytest.raises(ConfigError, match=name):
         load(AuthSettings)
