@@ -184,6 +184,13 @@ class AuthSpec(Model):
     issuer: str | None = Field(None, min_length=1, description="Expected `iss` claim (jwt mode).")
     audience: str | None = Field(None, min_length=1, description="Expected `aud` claim (jwt mode).")
     jwks_url: str | None = Field(None, pattern=r"^https?://", description="URL of the issuer's JWKS (jwt mode).")
+    token_cache_seconds: int | None = Field(
+        None,
+        ge=0,
+        le=3600,
+        description="How long a token that verified is accepted again without re-checking it, never past its "
+        "`exp` (JWT_CACHE_SECONDS; absent: the services' default, 60; 0: verify every request).",
+    )
 
 
 class SecretKeyRef(Model):

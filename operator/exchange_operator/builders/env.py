@@ -53,6 +53,8 @@ def config_data(spec: ExchangePipelineSpec, meta: Meta) -> dict[str, str]:
     }
     if auth.mode == "jwt":
         data |= {"JWT_ISSUER": auth.issuer or "", "JWT_AUDIENCE": auth.audience or "", "JWKS_URL": auth.jwks_url or ""}
+        if auth.token_cache_seconds is not None:
+            data["JWT_CACHE_SECONDS"] = str(auth.token_cache_seconds)
     if spec.engines.kafka.mode == "managed":
         data["KAFKA_BOOTSTRAP_SERVERS"] = f"{meta.service_host('redpanda')}:{KAFKA_PORT}"
     return data

@@ -6,6 +6,7 @@ from exchange_operator.apply import adopt_all
 from exchange_operator.builders import build_children
 from exchange_operator.builders.common import CONFIG_HASH_ANNOTATION, selector_labels
 from exchange_operator.builders.deployments import build_deployment, build_ingest_deployment
+from exchange_operator.builders.env import config_data
 from exchange_operator.builders.ingress import build_ingresses, endpoint_url
 from exchange_operator.builders.jobs import build_job
 from exchange_operator.builders.network import build_network_policies
@@ -157,6 +158,15 @@ def test_a_config_change_rolls_the_pods(spec, meta):
     jwt = parse_spec({"auth": {"mode": "jwt", "issuer": "i", "audience": "a", "jwksUrl": "https://i/jwks"}})
     after = build_ingest_deployment(jwt, meta)["spec"]["template"]["metadata"]["annotations"]
     assert before[CONFIG_HASH_ANNOTATION] != after[CONFIG_HASH_ANNOTATION]
+
+
+def test_the_token_cache_setting_reaches_the_services_config(meta):
+    auth = {"mode": "jwt", "issuer": "i", "audience": "a", "jwksUrl": "https://i/jwks"}
+    assert "JWT_CACHE_SECONDS" not in config_data(parse_spec({"auth": auth}), meta)  # the services' default
+    data = config_data(parse_spec({"auth": {**auth, "tokenCacheSeconds": 0}}), meta)
+    assert data["JWT_CACHE_SECONDS"] == "0"
+    with pytest.raises(ValueError, match=r"tokenCacheSeconds|token_cache_seconds"):
+        parse_spec({"auth": {**auth, "tokenCacheSeconds": 86400}})
 
 
 def test_only_the_normalizer_reaches_the_tokenizer(spec, meta):
