@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import gc
 import time
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
-from exchange.core.errors import PayloadTooLarge, ProblemError, cap
+from exchange.core.errors import BadRequest, PayloadTooLarge, ProblemError, UnsupportedMediaType, cap
 from exchange.core.logging import (
     CORRELATION_HEADER,
     current_correlation_id,
@@ -327,13 +328,67 @@ async def read_body_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+ACCEPTED_CODINGS = "gzip, identity"
+"""The request content codings a body may arrive in (`Accept-Encoding` of a 415, RFC 7694)."""
+_DECODE_INLINE = 256 * 1024  # larger compressed bodies are inflated off the event loop
+
+
+def content_coding(request: Request) -> str:
+    """The body's content coding (RFC 9110 §8.4): `identity` or `gzip`. Any other coding, or
+    more than one, is 415 with `Accept-Encoding` naming what is accepted (RFC 7694)."""
+    codings = [c.strip().lower() for v in request.headers.getlist("content-encoding") for c in v.split(",")]
+    codings = [c for c in codings if c not in ("", "identity")]
+    if not codings:
+        return "identity"
+    if len(codings) == 1 and codings[0] in ("gzip", "x-gzip"):
+        return "gzip"
+    raise UnsupportedMediaType(
+        f"Content-Encoding must be one of: {ACCEPTED_CODINGS}", headers={"Accept-Encoding": ACCEPTED_CODINGS}
+    )
+
+
+async def decoded_body(coding: str, body: bytes, limit: int) -> bytes:
+    """`body` with its content coding removed: 413 past `limit` decoded bytes, 400 when it is not
+    what the coding says. Large bodies are inflated in a thread (zlib lets go of the GIL)."""
+    if coding == "identity":
+        return body
+    if len(body) > _DECODE_INLINE:
+        return await asyncio.to_thread(gunzip_limited, body, limit)
+    return gunzip_limited(body, limit)
+
+
+def gunzip_limited(data: bytes, limit: int) -> bytes:
+    """Inflate gzip `data` (one member or several, RFC 1952), never past `limit` + 1 bytes, so a
+    small body that inflates to gigabytes costs no more than the limit: PayloadTooLarge past
+    `limit`, BadRequest for anything that is not whole gzip (no content in the message)."""
+    out = bytearray()
+    rest = data
+    while True:
+        inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip header and trailer
+        try:
+            out += inflater.decompress(rest, limit + 1 - len(out))
+        except zlib.error:
+            raise BadRequest("the body is not valid gzip") from None
+        if len(out) > limit:
+            raise PayloadTooLarge(f"the decoded body exceeds {limit} bytes")
+        if not inflater.eof:
+            raise BadRequest("the body is not valid gzip (truncated)")
+        rest = inflater.unused_data
+        if not rest:
+            return bytes(out)
+
+
 __all__ = [
+    "ACCEPTED_CODINGS",
     "CORRELATION_HEADER",
     "PROBLEM_JSON",
     "DirectRoute",
     "ReadinessCheck",
+    "content_coding",
     "create_service_app",
+    "decoded_body",
     "error_response",
+    "gunzip_limited",
     "problem_response",
     "read_body_limited",
 ]

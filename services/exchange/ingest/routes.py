@@ -1,8 +1,13 @@
 """The ingest endpoints: POST /v1/ingest (one record) and POST /v1/ingest/bulk (NDJSON).
 
-Order of checks: auth (401/403) → Idempotency-Key (400) → media type (415) → size (413) →
-claim the key (replay / 409 / 422) → parse + validate (400/422, stored for replay) → S3 PUT
-(503 releases the key) → one Postgres transaction → 202 (stored for replay).
+Order of checks: auth (401/403) → Idempotency-Key (400) → media type and content coding (415) →
+size as sent, then decoded (413; a gzip body that is not whole gzip is 400) → claim the key
+(replay / 409 / 422) → parse + validate (400/422, stored for replay) → S3 PUT (503 releases the
+key) → one Postgres transaction → 202 (stored for replay).
+
+A `Content-Encoding: gzip` body is inflated before anything else looks at it: the key's
+fingerprint, the raw object and its SHA-256 are those of the decoded body, so a retry that is
+compressed differently (or not at all) is the same request.
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ from fastapi.responses import Response
 from exchange.core.auth import Principal, require_scope
 from exchange.core.db import DB_ERRORS
 from exchange.core.errors import PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
-from exchange.core.http import PROBLEM_JSON, DirectRoute, problem_response, read_body_limited
+from exchange.core.http import (
+    PROBLEM_JSON,
+    DirectRoute,
+    content_coding,
+    decoded_body,
+    problem_response,
+    read_body_limited,
+)
 from exchange.core.kafka import traceparent as new_traceparent
 from exchange.core.logging import current_correlation_id, get_logger, new_correlation_id
 from exchange.ingest.idempotency import HEADER, Claim, IdempotencyStore, StoredResponse, fingerprint, parse_key
@@ -92,7 +104,8 @@ async def _idempotent(
     ctx: IngestContext = request.app.state.ingest
     key = parse_key(request.headers.get(HEADER))
     media, fmt = _media_type(request, allowed)
-    body = await read_body_limited(request, limit)
+    coding = content_coding(request)
+    body = await decoded_body(coding, await read_body_limited(request, limit), limit)
     if max_lines is not None and body.count(b"\n") + (0 if body.endswith(b"\n") else 1) > max_lines:
         raise PayloadTooLarge(f"body exceeds {max_lines} lines")
     try:

@@ -1,0 +1,77 @@
+"""Request content codings: which are accepted (415 otherwise) and gzip inflated within a limit,
+so a small body that inflates to gigabytes is refused after the limit, not after the gigabytes."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import zlib
+
+import pytest
+from starlette.requests import Request
+
+from exchange.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from exchange.core.http import ACCEPTED_CODINGS, content_coding, decoded_body, gunzip_limited
+
+
+def request(*encodings: str) -> Request:
+    headers = [(b"content-encoding", e.encode()) for e in encodings]
+    return Request({"type": "http", "method": "POST", "path": "/", "headers": headers})
+
+
+@pytest.mark.parametrize(
+    ("headers", "coding"),
+    [((), "identity"), (("identity",), "identity"), (("",), "identity"), (("gzip",), "gzip"),
+     ((" GZip ",), "gzip"), (("x-gzip",), "gzip"), (("identity, gzip",), "gzip")],
+)  # fmt: skip
+def test_accepted_codings(headers, coding):
+    assert content_coding(request(*headers)) == coding
+
+
+@pytest.mark.parametrize("headers", [("br",), ("deflate",), ("gzip, gzip",), ("gzip", "gzip"), ("gzip, br",)])
+def test_any_other_coding_or_more_than_one_is_415_naming_the_accepted_ones(headers):
+    with pytest.raises(UnsupportedMediaType) as err:
+        content_coding(request(*headers))
+    assert err.value.status == 415
+    assert err.value.headers == {"Accept-Encoding": ACCEPTED_CODINGS}
+
+
+def test_gzip_is_inflated():
+    body = b'{"resourceType": "Patient"}\n' * 1000
+    assert gunzip_limited(gzip.compress(body), len(body)) == body
+
+
+def test_several_gzip_members_are_one_body():
+    assert gunzip_limited(gzip.compress(b"one\n") + gzip.compress(b"two\n"), 100) == b"one\ntwo\n"
+
+
+def test_a_body_that_inflates_past_the_limit_is_413_without_inflating_it_all():
+    bomb = gzip.compress(b"\0" * (64 * 1024 * 1024))  # 64 MiB from ~64 KB
+    assert len(bomb) < 100_000
+    with pytest.raises(PayloadTooLarge, match="decoded body exceeds 1024 bytes"):
+        gunzip_limited(bomb, 1024)
+    with pytest.raises(PayloadTooLarge):  # the limit counts across members too
+        gunzip_limited(gzip.compress(b"a" * 600) + gzip.compress(b"b" * 600), 1024)
+
+
+def test_exactly_the_limit_is_accepted():
+    assert len(gunzip_limited(gzip.compress(b"x" * 1024), 1024)) == 1024
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not gzip at all", gzip.compress(b"cut short" * 100)[:-12], gzip.compress(b"ok") + b"\0\0trailing",
+     zlib.compress(b"zlib, not gzip")],
+    ids=["empty", "plain", "truncated", "trailing-garbage", "zlib"],
+)  # fmt: skip
+def test_anything_that_is_not_whole_gzip_is_400_without_content_in_the_message(data):
+    with pytest.raises(BadRequest) as err:
+        gunzip_limited(data, 1 << 20)
+    assert "not valid gzip" in err.value.detail
+    assert "cut short" not in err.value.detail and "zlib, not" not in err.value.detail
+
+
+async def test_large_bodies_are_inflated_off_the_loop_with_the_same_result():
+    body = os.urandom(600_000)  # incompressible: the gzip body is over the inline threshold
+    assert await decoded_body("gzip", gzip.compress(body), len(body)) == body
+    assert await decoded_body("identity", body, 1) is body  # identity is not looked at
