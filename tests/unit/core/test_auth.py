@@ -12,6 +12,7 @@ import pytest
 from exchange.core.auth import JWKSCache, JWTVerifier
 from exchange.core.errors import ConfigError, Unauthorized
 from exchange.core.settings import AuthSettings, load
+from exchange_devtools.fixtures.jwks import serve_jwks
 
 
 def make_verifier(jwks_server, monkeypatch, **env: str) -> JWTVerifier:
@@ -229,3 +230,17 @@ def test_cache_settings_must_be_sensible(monkeypatch, jwks_server, name, value):
         monkeypatch.setenv(key, env_value)
     with pytest.raises(ConfigError, match=name):
         load(AuthSettings)
+
+
+async def test_a_key_removed_from_the_jwks_stops_verifying_within_both_cache_times(monkeypatch):
+    with serve_jwks() as issuer:  # its own issuer: the key id changes below
+        for key, value in {**issuer.env(), "ENV": "production", "JWT_CACHE_SECONDS": "1"}.items():
+            monkeypatch.setenv(key, value)
+        verifier = JWTVerifier(load(AuthSettings), JWKSCache(issuer.jwks_url, ttl_seconds=1, min_refetch_seconds=0))
+        token = issuer.token()
+        assert (await verifier.verify(f"Bearer {token}")).tenant == "acme"
+        issuer.rsa_kid = "rsa-rotated"  # the JWKS no longer has the token's key
+        assert (await verifier.verify(f"Bearer {token}")).tenant == "acme"  # still within both caches
+        time.sleep(1.1)
+        with pytest.raises(Unauthorized, match="unknown signing key"):
+            await verifier.verify(f"Bearer {token}")
