@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import gzip
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -378,12 +379,60 @@ def gunzip_limited(data: bytes, limit: int) -> bytes:
             return bytes(out)
 
 
+GZIP_RESPONSE_MIN = 64 * 1024
+"""Answers at least this large (a bulk request's per-line results) are gzip-compressed for a
+client that accepts gzip; below it compressing costs more than it saves."""
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an Accept-Encoding value (RFC 9110 §12.5.3) allows gzip: listed with q > 0, or `*`
+    with q > 0 and gzip not listed."""
+    star = False
+    for item in (accept_encoding or "").split(","):
+        coding, *params = (part.strip().lower() for part in item.split(";"))
+        q = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if coding in ("gzip", "x-gzip"):
+            return q > 0
+        if coding == "*":
+            star = q > 0
+    return star
+
+
+async def compressed(request: Request, response: Response) -> Response:
+    """`response` gzip-compressed (`Content-Encoding: gzip`, `Vary: Accept-Encoding`) when it is at
+    least GZIP_RESPONSE_MIN bytes and the client accepts gzip; otherwise `response` itself."""
+    body = bytes(response.body)
+    if (
+        len(body) < GZIP_RESPONSE_MIN
+        or "content-encoding" in response.headers
+        or not accepts_gzip(request.headers.get("accept-encoding"))
+    ):
+        return response
+    if len(body) > _DECODE_INLINE:
+        data = await asyncio.to_thread(gzip.compress, body, 5)
+    else:
+        data = gzip.compress(body, 5)
+    headers = {k: v for k, v in response.headers.items() if k != "content-length"}
+    headers |= {"content-encoding": "gzip", "vary": "Accept-Encoding"}
+    return Response(data, response.status_code, headers)
+
+
 __all__ = [
     "ACCEPTED_CODINGS",
     "CORRELATION_HEADER",
+    "GZIP_RESPONSE_MIN",
     "PROBLEM_JSON",
     "DirectRoute",
     "ReadinessCheck",
+    "accepts_gzip",
+    "compressed",
     "content_coding",
     "create_service_app",
     "decoded_body",

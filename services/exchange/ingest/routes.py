@@ -28,6 +28,7 @@ from exchange.core.errors import PayloadTooLarge, ServiceUnavailable, Unsupporte
 from exchange.core.http import (
     PROBLEM_JSON,
     DirectRoute,
+    compressed,
     content_coding,
     decoded_body,
     problem_response,
@@ -255,9 +256,10 @@ async def ingest_bulk(request: Request) -> Response:
     """NDJSON: one raw object, one record and event per valid line, per-line results."""
     principal = await writer(request)
     settings: IngestSettings = request.app.state.ingest.settings
-    return await _idempotent(
+    answer = await _idempotent(
         request, principal, BULK_TYPES, settings.ingest_max_bulk_bytes, _bulk, settings.ingest_max_bulk_lines
     )
+    return await compressed(request, answer)  # per-line results: ~0.5 MB for 5,000 lines
 
 
 # The contract's two operations, served as direct routes: the hot path skips FastAPI's routing,

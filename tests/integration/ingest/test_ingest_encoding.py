@@ -90,3 +90,21 @@ async def test_a_body_that_inflates_past_the_limit_is_413_and_claims_nothing(cli
     assert resp.status_code == 413
     assert resp.headers["content-type"] == "application/problem+json"
     assert await _claimed(db, key) == 0
+
+
+async def test_a_large_bulk_answer_is_gzip_for_a_client_that_asks_and_plain_otherwise(client, auth, synthea):
+    lines = synthea["Encounter"][:1000]
+    body = b"\n".join(lines) + b"\n"
+    key = uuid.uuid4().hex
+    ndjson = "application/fhir+ndjson"
+    gzip_ok = auth(ndjson, key=key, **{"Accept-Encoding": "gzip"})
+    asks = await client.post("/v1/ingest/bulk", content=body, headers=gzip_ok)
+    assert asks.status_code == 202, asks.text[:300]
+    assert asks.headers["content-encoding"] == "gzip" and asks.headers["vary"] == "Accept-Encoding"
+    assert int(asks.headers["content-length"]) < len(asks.content) // 5  # httpx inflated it
+    results = asks.json()["results"]
+    assert len(results) == len(lines)
+    plain = auth(ndjson, key=key, **{"Accept-Encoding": "identity"})
+    replay = await client.post("/v1/ingest/bulk", content=body, headers=plain)
+    assert replay.headers["idempotent-replayed"] == "true" and "content-encoding" not in replay.headers
+    assert replay.json()["results"] == results

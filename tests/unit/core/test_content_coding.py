@@ -9,13 +9,24 @@ import zlib
 
 import pytest
 from starlette.requests import Request
+from starlette.responses import Response
 
 from exchange.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from exchange.core.http import ACCEPTED_CODINGS, content_coding, decoded_body, gunzip_limited
+from exchange.core.http import (
+    ACCEPTED_CODINGS,
+    GZIP_RESPONSE_MIN,
+    accepts_gzip,
+    compressed,
+    content_coding,
+    decoded_body,
+    gunzip_limited,
+)
 
 
-def request(*encodings: str) -> Request:
+def request(*encodings: str, accept: str | None = None) -> Request:
     headers = [(b"content-encoding", e.encode()) for e in encodings]
+    if accept is not None:
+        headers.append((b"accept-encoding", accept.encode()))
     return Request({"type": "http", "method": "POST", "path": "/", "headers": headers})
 
 
@@ -75,3 +86,32 @@ async def test_large_bodies_are_inflated_off_the_loop_with_the_same_result():
     body = os.urandom(600_000)  # incompressible: the gzip body is over the inline threshold
     assert await decoded_body("gzip", gzip.compress(body), len(body)) == body
     assert await decoded_body("identity", body, 1) is body  # identity is not looked at
+
+
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [(None, False), ("", False), ("gzip", True), ("GZIP", True), ("gzip, deflate, br", True), ("br, gzip;q=0.5", True),
+     ("gzip;q=0", False), ("gzip; q=0.0", False), ("*", True), ("*;q=0", False), ("br", False), ("*, gzip;q=0", False),
+     ("identity", False), ("gzip;q=bogus", False), ("x-gzip", True)],
+)  # fmt: skip
+def test_accept_encoding_is_read_as_rfc_9110_says(value, ok):
+    assert accepts_gzip(value) is ok
+
+
+async def test_a_large_answer_is_compressed_for_a_client_that_accepts_gzip():
+    body = b'{"results": [' + b'{"line": 1, "status": "accepted"},' * 4000 + b"{}]}"
+    assert len(body) >= GZIP_RESPONSE_MIN
+    answer = Response(body, 202, {"Idempotent-Replayed": "true"}, media_type="application/json")
+    out = await compressed(request(accept="gzip, deflate"), answer)
+    assert out.status_code == 202 and gzip.decompress(out.body) == body
+    assert out.headers["content-encoding"] == "gzip" and out.headers["vary"] == "Accept-Encoding"
+    assert out.headers["content-type"] == "application/json" and out.headers["idempotent-replayed"] == "true"
+    assert int(out.headers["content-length"]) == len(out.body) < len(body) // 10
+
+
+async def test_small_answers_and_clients_without_gzip_get_the_answer_as_it_is():
+    large = Response(b"x" * GZIP_RESPONSE_MIN, 202)
+    small = Response(b"x" * (GZIP_RESPONSE_MIN - 1), 202)
+    assert await compressed(request(accept="gzip"), small) is small
+    assert await compressed(request(), large) is large
+    assert await compressed(request(accept="identity"), large) is large
