@@ -331,7 +331,7 @@ async def read_body_limited(request: Request, limit: int) -> bytes:
 
 ACCEPTED_CODINGS = "gzip, identity"
 """The request content codings a body may arrive in (`Accept-Encoding` of a 415, RFC 7694)."""
-_DECODE_INLINE = 256 * 1024  # larger compressed bodies are inflated off the event loop
+_OFF_LOOP_BYTES = 256 * 1024  # gzip work on more bytes than this (to inflate or to deflate) runs in a thread
 
 
 def content_coding(request: Request) -> str:
@@ -353,7 +353,7 @@ async def decoded_body(coding: str, body: bytes, limit: int) -> bytes:
     what the coding says. Large bodies are inflated in a thread (zlib lets go of the GIL)."""
     if coding == "identity":
         return body
-    if len(body) > _DECODE_INLINE:
+    if len(body) > _OFF_LOOP_BYTES:
         return await asyncio.to_thread(gunzip_limited, body, limit)
     return gunzip_limited(body, limit)
 
@@ -415,7 +415,7 @@ async def compressed(request: Request, response: Response) -> Response:
         or not accepts_gzip(request.headers.get("accept-encoding"))
     ):
         return response
-    if len(body) > _DECODE_INLINE:
+    if len(body) > _OFF_LOOP_BYTES:
         data = await asyncio.to_thread(gzip.compress, body, 5)
     else:
         data = gzip.compress(body, 5)
