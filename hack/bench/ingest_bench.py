@@ -477,13 +477,14 @@ def _run(args: argparse.Namespace, work: Path, quiet: str, stack: contextlib.Exi
     engines: list[Any] = []
     procs: list[subprocess.Popen[bytes]] = []
     auth_env: dict[str, str] = {}
-    authorization = "Bearer dev"
+    authorization = auth_mode = "Bearer dev"
     if args.auth == "jwt":  # one token for the whole run, as a partner reuses its token until it expires
         issuer = stack.enter_context(serve_jwks())
         auth_env = issuer.env()
         if args.jwt_cache_seconds is not None:
             auth_env["JWT_CACHE_SECONDS"] = str(args.jwt_cache_seconds)
         authorization = f"Bearer {issuer.token(tenant='bench', exp=int(time.time()) + 4 * 3600)}"
+        auth_mode = f"RS256 JWT, JWT_CACHE_SECONDS {auth_env.get('JWT_CACHE_SECONDS', 'default')}"
     try:
         pg = postgres_server(work / "pg", durable=args.fsync).start()
         s3 = s3_server(work / "s3", long_running=True).start()
@@ -518,11 +519,6 @@ def _run(args: argparse.Namespace, work: Path, quiet: str, stack: contextlib.Exi
         run_load(closed_loop(port, args.clients, args.warmup, warm_up))  # JIT (s3proxy runs C2), pools, caches
         del warm_up
         workers = 1 if args.profile else args.workers
-        auth_mode = (
-            "Bearer dev"
-            if args.auth == "dev"
-            else f"RS256 JWT, JWT_CACHE_SECONDS {auth_env.get('JWT_CACHE_SECONDS', 'default')}"
-        )
         fsync = "on" if args.fsync else "off"
 
         def header() -> str:  # the load average when the figures are printed

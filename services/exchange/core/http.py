@@ -350,12 +350,16 @@ def content_coding(request: Request) -> str:
 
 async def decoded_body(coding: str, body: bytes, limit: int) -> bytes:
     """`body` with its content coding removed: 413 past `limit` decoded bytes, 400 when it is not
-    what the coding says. Large bodies are inflated in a thread (zlib lets go of the GIL)."""
+    what the coding says."""
     if coding == "identity":
         return body
-    if len(body) > _OFF_LOOP_BYTES:
-        return await asyncio.to_thread(gunzip_limited, body, limit)
-    return gunzip_limited(body, limit)
+    return await _gzip_work(len(body), gunzip_limited, body, limit)
+
+
+async def _gzip_work(size: int, fn: Callable[..., bytes], *args: Any) -> bytes:
+    """`fn(*args)`, in a thread when it works on more than _OFF_LOOP_BYTES (zlib lets go of the
+    GIL), so a large body does not stall the event loop."""
+    return await asyncio.to_thread(fn, *args) if size > _OFF_LOOP_BYTES else fn(*args)
 
 
 def gunzip_limited(data: bytes, limit: int) -> bytes:
@@ -415,10 +419,7 @@ async def compressed(request: Request, response: Response) -> Response:
         or not accepts_gzip(request.headers.get("accept-encoding"))
     ):
         return response
-    if len(body) > _OFF_LOOP_BYTES:
-        data = await asyncio.to_thread(gzip.compress, body, 5)
-    else:
-        data = gzip.compress(body, 5)
+    data = await _gzip_work(len(body), gzip.compress, body, 5)
     headers = {k: v for k, v in response.headers.items() if k != "content-length"}
     headers |= {"content-encoding": "gzip", "vary": "Accept-Encoding"}
     return Response(data, response.status_code, headers)
