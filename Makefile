@@ -51,12 +51,16 @@ down: ## stop everything `make dev` started
 	@$(PY) -m exchange_devtools dev-down
 
 .PHONY: kube-up
-kube-up: deps engines ## start etcd + kube-apiserver locally and write .dev/kubeconfig
+kube-up: deps engines ## start the local single-node cluster (root): writes .dev/kubeconfig and .dev/kube.env
 	@$(PY) -m exchange_devtools kube-up
 
 .PHONY: kube-down
-kube-down: ## stop the local control plane
+kube-down: ## stop the local node and undo its changes to the host (state in .dev/kube is kept)
 	@$(PY) -m exchange_devtools kube-down
+
+.PHONY: images
+images: deps ## build every image (services, operator, Postgres, Kafka, S3) and load it into the local node
+	@$(PY) -m exchange_devtools images
 
 .PHONY: engines-report
 engines-report: deps engines ## time-to-ready and idle RSS of each engine
@@ -82,8 +86,8 @@ kind-up: ## kind cluster `exchange` with ingress-nginx on localhost:80/443 (need
 kind-down: ## delete the kind cluster
 	@bash hack/kind-down
 
-.PHONY: images
-images: ## build exchange:dev and exchange-operator:dev and load them into kind
+.PHONY: kind-images
+kind-images: ## build exchange:dev and exchange-operator:dev with Docker and load them into kind
 	docker build -t exchange:dev .
 	docker build -f operator/Dockerfile -t exchange-operator:dev .
 	kind load docker-image --name exchange exchange:dev exchange-operator:dev

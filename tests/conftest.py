@@ -5,5 +5,6 @@ pytest_plugins = [
     "exchange_devtools.fixtures.report",
     "exchange_devtools.fixtures.engines",
     "exchange_devtools.fixtures.kube",
+    "exchange_devtools.fixtures.kube_node",
     "exchange_devtools.fixtures.jwks",
 ]

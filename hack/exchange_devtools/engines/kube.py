@@ -168,6 +168,43 @@ class Pki:
         )
         return self
 
+    def issue(
+        self,
+        name: str,
+        common_name: str,
+        *,
+        organizations: tuple[str, ...] = (),
+        server: bool = False,
+        dns_names: tuple[str, ...] = (),
+        ips: tuple[str, ...] = (),
+    ) -> tuple[Path, Path]:
+        """`<name>.crt` and `<name>.key` signed by the CA (client auth, plus server auth when `server`).
+
+        Reused when present and its SANs already cover `dns_names` and `ips`.
+        """
+        cert_path, key_path = self.dir / f"{name}.crt", self.dir / f"{name}.key"
+        if cert_path.exists() and key_path.exists() and _covers(cert_path, dns_names, ips):
+            return cert_path, key_path
+        ca_key = serialization.load_pem_private_key(self.ca_key.read_bytes(), password=None)
+        assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+        ca_cert = x509.load_pem_x509_certificate(self.ca_cert.read_bytes())
+        subject = x509.Name(
+            [
+                *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, org) for org in organizations),
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            ]
+        )
+        key = _new_key()
+        usages = [ExtendedKeyUsageOID.CLIENT_AUTH, *([ExtendedKeyUsageOID.SERVER_AUTH] if server else [])]
+        builder = _leaf(ca_cert, ca_key, key, subject, usages)
+        if dns_names or ips:
+            sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+            sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        _write_key(key_path, key)
+        _write_cert(cert_path, builder.sign(ca_key, hashes.SHA256()))
+        return cert_path, key_path
+
     def ssl_context(self) -> ssl.SSLContext:
         """A client TLS context that trusts the CA and presents the admin certificate."""
         ctx = ssl.create_default_context(cafile=str(self.ca_cert))
@@ -197,8 +234,9 @@ def _leaf(
     ca_key: ec.EllipticCurvePrivateKey,
     key: ec.EllipticCurvePrivateKey,
     subject: x509.Name,
-    usage: x509.ObjectIdentifier,
+    usage: x509.ObjectIdentifier | list[x509.ObjectIdentifier],
 ) -> x509.CertificateBuilder:
+    usages = usage if isinstance(usage, list) else [usage]
     return (
         _builder(subject, ca_cert.subject, key.public_key())
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
@@ -216,9 +254,20 @@ def _leaf(
             ),
             critical=True,
         )
-        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
+
+
+def _covers(cert_path: Path, dns_names: tuple[str, ...], ips: tuple[str, ...]) -> bool:
+    """True when the certificate's SANs include every name and address asked for."""
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return not dns_names and not ips
+    have_ips = {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    return set(dns_names) <= set(sans.get_values_for_type(x509.DNSName)) and set(ips) <= have_ips
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
@@ -235,8 +284,19 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
 # --- kubeconfig --------------------------------------------------------------------------------
 
 
-def write_kubeconfig(path: Path, server: str, pki: Pki, name: str = "exchange-local") -> Path:
-    """An admin kubeconfig with the CA and client certificate inlined (JSON, which is YAML)."""
+def write_kubeconfig(
+    path: Path,
+    server: str,
+    pki: Pki,
+    name: str = "exchange-local",
+    *,
+    client: tuple[Path, Path] | None = None,
+) -> Path:
+    """A kubeconfig with the CA and a client certificate inlined (JSON, which is YAML).
+
+    `client` is a (cert, key) pair; default the admin's (`O=system:masters`).
+    """
+    cert, key = client or (pki.admin_cert, pki.admin_key)
 
     def b64(p: Path) -> str:
         return base64.b64encode(p.read_bytes()).decode()
@@ -254,8 +314,8 @@ def write_kubeconfig(path: Path, server: str, pki: Pki, name: str = "exchange-lo
             {
                 "name": f"{name}-admin",
                 "user": {
-                    "client-certificate-data": b64(pki.admin_cert),
-                    "client-key-data": b64(pki.admin_key),
+                    "client-certificate-data": b64(cert),
+                    "client-key-data": b64(key),
                 },
             }
         ],
@@ -296,6 +356,11 @@ class KubeApiServer:
     """0 = pick a free port at start."""
     timeout: float = 120.0
     extra_args: list[str] = field(default_factory=list)
+    node: list[str] | None = None
+    """Serving, authorization and admission flags of a control plane with a node (kube_node.py);
+    None: the envtest-style API alone (loopback, RBAC, no ServiceAccount admission)."""
+    host: str = "127.0.0.1"
+    """Where clients reach it (the node's address when `node` is set)."""
     engine: EngineProcess = field(init=False)
 
     def __post_init__(self) -> None:
@@ -305,35 +370,40 @@ class KubeApiServer:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
+        return f"https://{self.host}:{self.port}"
 
     def _ready(self) -> bool:
         return apiserver_ready(self.server, self.pki)
 
     def argv(self) -> list[str]:
         pki = self.pki
-        return [
+        args = [
             str(KUBE_APISERVER_BIN),
             f"--etcd-servers={self.etcd_url}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
             f"--secure-port={self.port}",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
-            f"--tls-cert-file={pki.serving_cert}",
-            f"--tls-private-key-file={pki.serving_key}",
             f"--client-ca-file={pki.ca_cert}",
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
-            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
-            "--authorization-mode=RBAC",
-            "--allow-privileged=true",
-            # No controller-manager creates the `default` service account, so the ServiceAccount
-            # admission plugin would reject every Pod (envtest disables it too).
-            "--disable-admission-plugins=ServiceAccount",
             "--profiling=false",
-            *self.extra_args,
         ]
+        if self.node is None:
+            args += [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--tls-cert-file={pki.serving_cert}",
+                f"--tls-private-key-file={pki.serving_key}",
+                f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
+                "--authorization-mode=RBAC",
+                "--allow-privileged=true",
+                # No controller-manager creates the `default` service account, so the ServiceAccount
+                # admission plugin would reject every Pod (envtest disables it too).
+                "--disable-admission-plugins=ServiceAccount",
+            ]
+        else:
+            args += self.node
+        return [*args, *self.extra_args]
 
     def start(self) -> KubeApiServer:
         require_binary(KUBE_APISERVER_BIN, "kube.sh")
