@@ -139,7 +139,7 @@ def build_crd() -> dict[str, Any]:
     _conditions_as_map(status_schema)
     root = {
         "type": "object",
-        "description": "An Exchange pipeline: ingest, tokenizer, normalizer and query with their engines.",
+        "description": "An Exchange pipeline: ingest, relay, tokenizer, normalizer and query with their engines.",
         "required": ["spec"],
         "x-kubernetes-validations": [
             {

@@ -23,8 +23,8 @@ KIND = "ExchangePipeline"
 PLURAL = "exchangepipelines"
 SINGULAR = "exchangepipeline"
 SHORT_NAMES = ("xpl",)
-COMPONENTS = ("ingest", "tokenizer", "normalizer", "query")
-"""The four services, in dependency order (the builders and the status use this order)."""
+COMPONENTS = ("ingest", "relay", "tokenizer", "normalizer", "query")
+"""The five services, in dependency order (the builders and the status use this order)."""
 ENGINES = ("postgres", "kafka", "s3")
 MAX_NAME_LENGTH = 40
 """Longest pipeline name: children append suffixes such as `-normalizer` within DNS-1035's 63."""
@@ -117,9 +117,13 @@ class ComponentSpec(Model):
 
 
 class ComponentsSpec(Model):
-    """The four services of a pipeline."""
+    """The five services of a pipeline."""
 
     ingest: ComponentSpec = Field(default_factory=ComponentSpec, description="HTTP ingest API (`/v1/ingest`).")
+    relay: ComponentSpec = Field(
+        default_factory=ComponentSpec,
+        description="Outbox relay: publishes what ingest accepted to Kafka (`record.ingested.v1`), at least once.",
+    )
     tokenizer: ComponentSpec = Field(
         default_factory=ComponentSpec, description="Replaces PII with tokens; the only holder of the secret."
     )
@@ -304,7 +308,7 @@ class EnginesSpec(Model):
 
 
 class ExchangePipelineSpec(Model):
-    """Desired state of one Exchange pipeline: four services and their engines."""
+    """Desired state of one Exchange pipeline: five services and their engines."""
 
     suspend: bool = Field(False, description="Scale every service to zero; engines and data stay.")
     image: ImageSpec = Field(default_factory=ImageSpec, description="Image of the services.")

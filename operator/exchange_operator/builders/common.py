@@ -20,6 +20,10 @@ ENGINE_CLIENT_LABEL = "exchange.dev/engine-client"
 """Pods carrying this label may reach the managed engines (NetworkPolicy)."""
 CONFIG_HASH_ANNOTATION = "exchange.dev/config-hash"
 HTTP_PORT = 8080
+METRICS_PORT = 9102
+WORKER_PORT_ENV = {"relay": "RELAY_METRICS_PORT"}
+"""Services without an HTTP API (workers): the variable that makes each serve /healthz, /readyz
+and /metrics on METRICS_PORT."""
 
 Manifest = dict[str, Any]
 
@@ -103,6 +107,11 @@ def resources(res: Resources) -> dict[str, Any]:
         if values:
             out[part] = values
     return out
+
+
+def probe_port(component: str) -> tuple[str, int]:
+    """(name, number) of the port a service answers its probes on: `http`, or `metrics` for a worker."""
+    return ("metrics", METRICS_PORT) if component in WORKER_PORT_ENV else ("http", HTTP_PORT)
 
 
 def service_image(spec: ExchangePipelineSpec, component: str) -> str:

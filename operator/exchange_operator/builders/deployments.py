@@ -1,8 +1,9 @@
-"""The four service Deployments: ingest, tokenizer, normalizer, query.
+"""The five service Deployments: ingest, relay, tokenizer, normalizer, query.
 
 One image, one entrypoint per service (`exchange serve <component>`), probes on `/readyz` and
-`/healthz`, the `restricted` security context with a read-only root filesystem, env from the
-pipeline ConfigMap plus the Secrets each service needs. `spec.suspend` scales all to zero.
+`/healthz` (the `http` port, or a worker's `metrics` port), the `restricted` security context with
+a read-only root filesystem, env from the pipeline ConfigMap plus the Secrets each service needs.
+`spec.suspend` scales all to zero.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 from exchange_operator.builders.common import (
     CONFIG_HASH_ANNOTATION,
     ENGINE_CLIENT_LABEL,
-    HTTP_PORT,
+    WORKER_PORT_ENV,
     Manifest,
     Meta,
     container_security_context,
@@ -20,6 +21,7 @@ from exchange_operator.builders.common import (
     labels,
     object_meta,
     pod_security_context,
+    probe_port,
     pull_secrets,
     resources,
     selector_labels,
@@ -42,9 +44,9 @@ def desired_replicas(spec: ExchangePipelineSpec, component: str) -> int:
     return 0 if spec.suspend else int(getattr(spec.components, component).replicas)
 
 
-def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+def _probe(path: str, port: str, period: int, failures: int) -> dict[str, Any]:
     return {
-        "httpGet": {"path": path, "port": "http"},
+        "httpGet": {"path": path, "port": port},
         "periodSeconds": period,
         "timeoutSeconds": 2,
         "failureThreshold": failures,
@@ -75,6 +77,10 @@ def build_deployment(spec: ExchangePipelineSpec, meta: Meta, component: str) -> 
             }
         )
         mounts.append({"name": "tokenization", "mountPath": TOKENIZATION_MOUNT, "readOnly": True})
+    env = [{"name": "SERVICE_NAME", "value": component}]
+    port_name, port = probe_port(component)
+    if component in WORKER_PORT_ENV:
+        env.append({"name": WORKER_PORT_ENV[component], "value": str(port)})
     # A changed ConfigMap or tokenization reference rolls the Pods (env is read at start).
     config_hash = digest([config_data(spec, meta), secret_name, secret_key])
     container = {
@@ -82,12 +88,12 @@ def build_deployment(spec: ExchangePipelineSpec, meta: Meta, component: str) -> 
         "image": service_image(spec, component),
         "imagePullPolicy": spec.image.pull_policy,
         "command": ["exchange", "serve", component],
-        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "ports": [{"name": port_name, "containerPort": port, "protocol": "TCP"}],
         "envFrom": [{"configMapRef": {"name": config_map_name(meta)}}],
-        "env": [{"name": "SERVICE_NAME", "value": component}, *engine_env(spec, meta, component)],
-        "readinessProbe": _probe("/readyz", period=5, failures=3),
-        "livenessProbe": _probe("/healthz", period=10, failures=6),
-        "startupProbe": _probe("/healthz", period=2, failures=60),
+        "env": [*env, *engine_env(spec, meta, component)],
+        "readinessProbe": _probe("/readyz", port_name, period=5, failures=3),
+        "livenessProbe": _probe("/healthz", port_name, period=10, failures=6),
+        "startupProbe": _probe("/healthz", port_name, period=2, failures=60),
         "resources": resources(comp.resources),
         "securityContext": container_security_context(),
         "volumeMounts": mounts,
@@ -122,6 +128,10 @@ def build_deployment(spec: ExchangePipelineSpec, meta: Meta, component: str) -> 
 
 def build_ingest_deployment(spec: ExchangePipelineSpec, meta: Meta) -> Manifest:
     return build_deployment(spec, meta, "ingest")
+
+
+def build_relay_deployment(spec: ExchangePipelineSpec, meta: Meta) -> Manifest:
+    return build_deployment(spec, meta, "relay")
 
 
 def build_tokenizer_deployment(spec: ExchangePipelineSpec, meta: Meta) -> Manifest:

@@ -25,6 +25,7 @@ TOKENIZATION_MOUNT = "/var/run/secrets/exchange/tokenization"
 
 NEEDS: dict[str, frozenset[str]] = {
     "ingest": frozenset({"postgres", "kafka", "s3"}),
+    "relay": frozenset({"postgres", "kafka"}),
     "tokenizer": frozenset({"tokenization"}),
     "normalizer": frozenset({"postgres", "kafka", "s3", "platform"}),
     "query": frozenset({"postgres"}),
@@ -32,6 +33,8 @@ NEEDS: dict[str, frozenset[str]] = {
     "bootstrap": frozenset({"kafka", "s3"}),
 }
 """What each process reaches; also drives the NetworkPolicies (engine clients)."""
+DATABASE_ROLE = {"relay": "ingest"}
+"""Processes that connect as another process's Postgres role: the relay publishes ingest's outbox."""
 
 
 def config_map_name(meta: Meta) -> str:
@@ -81,7 +84,7 @@ def engine_env(spec: ExchangePipelineSpec, meta: Meta, process: str) -> list[dic
     if "postgres" in needs:
         pg = engines.postgres
         secret = pg.secret_ref.name if pg.secret_ref else postgres_secret_name(meta)
-        env.append(_from_secret("DATABASE_URL", secret, f"{process}-url"))
+        env.append(_from_secret("DATABASE_URL", secret, f"{DATABASE_ROLE.get(process, process)}-url"))
     if "s3" in needs:
         s3 = engines.s3
         secret = s3.secret_ref.name if s3.secret_ref else s3_secret_name(meta)

@@ -1,9 +1,10 @@
-"""Services: one ClusterIP per service (port 80 -> http) and, per managed engine, a headless
-Service (stable Pod DNS for the StatefulSet) and a client Service."""
+"""Services: one ClusterIP per service (port 80 -> http; a worker's names its metrics port, for
+scraping) and, per managed engine, a headless Service (stable Pod DNS for the StatefulSet) and a
+client Service."""
 
 from __future__ import annotations
 
-from exchange_operator.builders.common import Manifest, Meta, object_meta, selector_labels
+from exchange_operator.builders.common import Manifest, Meta, object_meta, probe_port, selector_labels
 from exchange_operator.builders.env import KAFKA_PORT
 from exchange_operator.builders.secrets import MINIO_PORT, POSTGRES_PORT
 from exchange_operator.builders.statefulsets import ENGINE_COMPONENTS, headless_name
@@ -13,6 +14,8 @@ ENGINE_PORTS = {"postgres": ("postgres", POSTGRES_PORT), "redpanda": ("kafka", K
 
 
 def build_component_service(spec: ExchangePipelineSpec, meta: Meta, component: str) -> Manifest:
+    port_name, port = probe_port(component)
+    service_port = 80 if port_name == "http" else port
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -20,7 +23,7 @@ def build_component_service(spec: ExchangePipelineSpec, meta: Meta, component: s
         "spec": {
             "type": "ClusterIP",
             "selector": selector_labels(meta, component),
-            "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [{"name": port_name, "port": service_port, "targetPort": port_name, "protocol": "TCP"}],
         },
     }
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import struct
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -57,6 +58,31 @@ def make_consumer(settings: KafkaSettings, *topics: str, group_id: str, **overri
         **overrides,
     }
     return AIOKafkaConsumer(*topics, **opts)
+
+
+def bootstrap_readiness(bootstrap_servers: str) -> Callable[[], Awaitable[None]]:
+    """A readiness check: a TCP connection to one of the bootstrap brokers (the first that answers).
+
+    Cheap and independent of any client's state; it says the brokers are reachable, which is
+    what a producer or consumer needs before anything else."""
+    addresses = []
+    for server in bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        addresses.append((host.strip("[]") or "127.0.0.1", int(port)))
+
+    async def check() -> None:
+        error: OSError = OSError("no bootstrap server")
+        for host, port in addresses:
+            try:
+                _, writer = await asyncio.open_connection(host, port)
+            except OSError as exc:
+                error = exc
+                continue
+            writer.close()
+            return
+        raise error
+
+    return check
 
 
 def traceparent(trace_id: str | None = None) -> str:

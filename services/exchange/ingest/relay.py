@@ -5,7 +5,8 @@ queue `ingest.outbox_pending` with `FOR UPDATE SKIP LOCKED`, idempotent producer
 taken for good only after every ack, backoff while Kafka is down); this module gives it the
 ingest outbox, its NOTIFY channel (`ingest_outbox`, a wake-up only, sent only while a relay
 listens: `ingest.outbox_listening`), its producer and metrics,
-and runs it standalone.
+and runs it standalone (`exchange serve relay`), with `/healthz`, `/readyz` (Postgres and Kafka:
+what publishing needs) and `/metrics` on `RELAY_METRICS_PORT` when it is set.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from typing import Any
 import asyncpg
 
 from exchange.core import aio, outbox
-from exchange.core.db import create_pool
-from exchange.core.kafka import make_producer
+from exchange.core.db import create_pool, pool_readiness
+from exchange.core.kafka import bootstrap_readiness, make_producer
 from exchange.core.logging import bind_correlation_id, configure_logging, get_logger
+from exchange.core.probes import ProbeServer, waiting_for
 from exchange.ingest.metrics import IngestMetrics
-from exchange.ingest.settings import IngestSettings
+from exchange.ingest.settings import RelaySettings
 
 log = get_logger(__name__)
 CHANNEL = "ingest_outbox"
@@ -31,7 +33,7 @@ CHANNEL = "ingest_outbox"
 class OutboxRelay(outbox.OutboxRelay):
     """The relay of `ingest.outbox`; `run(stop)` until `stop` is set, then `close()`."""
 
-    def __init__(self, settings: IngestSettings, pool: asyncpg.Pool, metrics: IngestMetrics) -> None:
+    def __init__(self, settings: RelaySettings, pool: asyncpg.Pool, metrics: IngestMetrics) -> None:
         table = outbox.Outbox(
             "ingest.outbox",
             channel=CHANNEL,
@@ -56,9 +58,9 @@ class OutboxRelay(outbox.OutboxRelay):
         self.metrics = metrics
 
 
-async def serve(settings: IngestSettings, stop: asyncio.Event | None = None) -> None:
-    """Run a standalone relay (its own pool and, if configured, a /metrics port) until stopped."""
-    from prometheus_client import CollectorRegistry, start_http_server
+async def serve(settings: RelaySettings, stop: asyncio.Event | None = None) -> None:
+    """Run a standalone relay (its own pool and, if configured, its probe port) until stopped."""
+    from prometheus_client import CollectorRegistry
 
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -67,25 +69,36 @@ async def serve(settings: IngestSettings, stop: asyncio.Event | None = None) -> 
             loop.add_signal_handler(sig, stop.set)
     registry = CollectorRegistry()
     metrics = IngestMetrics(registry)
+    probes = None
     if settings.relay_metrics_port:
-        start_http_server(settings.relay_metrics_port, addr=settings.host, registry=registry)
-    pool = await _pool_with_retry(settings, stop)
-    if pool is None:
-        return
-    relay = OutboxRelay(settings, pool, metrics)
-    refresher = asyncio.create_task(metrics.refresh_forever(pool))
-    with bind_correlation_id(None, component="relay"):
-        log.info("relay_started", topic=settings.ingest_topic)
-        try:
-            await relay.run(stop)
-        finally:
-            refresher.cancel()
-            await relay.close()
-            await pool.close()
-            log.info("relay_stopped")
+        readiness = {
+            "postgres": waiting_for("postgres"),
+            "kafka": bootstrap_readiness(settings.kafka_bootstrap_servers),
+        }
+        probes = await ProbeServer("relay", settings.host, settings.relay_metrics_port, registry, readiness).start()
+    try:
+        pool = await _pool_with_retry(settings, stop)
+        if pool is None:
+            return
+        if probes is not None:
+            probes.readiness["postgres"] = pool_readiness(pool)
+        relay = OutboxRelay(settings, pool, metrics)
+        refresher = asyncio.create_task(metrics.refresh_forever(pool))
+        with bind_correlation_id(None, component="relay"):
+            log.info("relay_started", topic=settings.ingest_topic)
+            try:
+                await relay.run(stop)
+            finally:
+                refresher.cancel()
+                await relay.close()
+                await pool.close()
+                log.info("relay_stopped")
+    finally:
+        if probes is not None:
+            await probes.stop()
 
 
-async def _pool_with_retry(settings: IngestSettings, stop: asyncio.Event) -> Any:
+async def _pool_with_retry(settings: RelaySettings, stop: asyncio.Event) -> Any:
     delay = 1.0
     while not stop.is_set():
         try:
@@ -97,11 +110,11 @@ async def _pool_with_retry(settings: IngestSettings, stop: asyncio.Event) -> Any
     return None
 
 
-def run(settings: IngestSettings | None = None) -> None:
+def run(settings: RelaySettings | None = None) -> None:
     """Entry point of `exchange serve relay`: configure logging, run until SIGTERM/SIGINT."""
     from exchange.core.settings import load
 
-    settings = settings or load(IngestSettings)
+    settings = settings or load(RelaySettings)
     configure_logging("ingest-relay", settings.log_level, settings.log_json)
     aio.run(serve(settings))
 

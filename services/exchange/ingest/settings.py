@@ -9,8 +9,38 @@ from exchange.core.settings import AuthSettings, DatabaseSettings, KafkaSettings
 TOPIC = "record.ingested.v1"
 
 
-class IngestSettings(ServiceSettings, DatabaseSettings, S3Settings, KafkaSettings, AuthSettings):
-    """Everything `exchange serve ingest` and `exchange serve relay` read."""
+class RelaySettings(ServiceSettings, DatabaseSettings, KafkaSettings):
+    """Everything `exchange serve relay` reads: Postgres (ingest's role) and Kafka; no S3, no auth."""
+
+    ingest_topic: str = Field(TOPIC, alias="INGEST_TOPIC", description="Topic the relay publishes to.")
+    relay_batch_size: int = Field(500, alias="RELAY_BATCH_SIZE", description="Outbox rows published per batch.")
+    relay_poll_seconds: float = Field(
+        1.0, alias="RELAY_POLL_SECONDS", description="Poll interval; NOTIFY wakes the relay sooner."
+    )
+    relay_publish_timeout: float = Field(
+        15.0, alias="RELAY_PUBLISH_TIMEOUT", description="Seconds to wait for broker acks of one batch."
+    )
+    relay_max_backoff: float = Field(
+        30.0, alias="RELAY_MAX_BACKOFF", description="Longest wait between retries while Kafka or Postgres is down."
+    )
+    relay_outbox_retention_seconds: float = Field(
+        7 * 86_400.0,
+        alias="RELAY_OUTBOX_RETENTION_SECONDS",
+        description="Published outbox rows older than this are deleted (7 days default; 0 keeps them all).",
+        ge=0,
+    )
+    relay_prune_seconds: float = Field(
+        60.0, alias="RELAY_PRUNE_SECONDS", description="How often the relay deletes expired outbox rows.", gt=0
+    )
+    relay_metrics_port: int | None = Field(
+        None,
+        alias="RELAY_METRICS_PORT",
+        description="Port of a standalone relay's /healthz, /readyz (Postgres, Kafka) and /metrics; 0 or unset: off.",
+    )
+
+
+class IngestSettings(RelaySettings, S3Settings, AuthSettings):
+    """Everything `exchange serve ingest` reads (the relay's settings too: it may run in process)."""
 
     ingest_max_body_bytes: int = Field(
         1_048_576, alias="INGEST_MAX_BODY_BYTES", description="Largest single record accepted (413 beyond)."
@@ -36,7 +66,6 @@ class IngestSettings(ServiceSettings, DatabaseSettings, S3Settings, KafkaSetting
         ge=0,
     )
     ingest_raw_prefix: str = Field("raw", alias="INGEST_RAW_PREFIX", description="Key prefix of raw objects.")
-    ingest_topic: str = Field(TOPIC, alias="INGEST_TOPIC", description="Topic the relay publishes to.")
     ingest_topic_partitions: int = Field(
         3, alias="INGEST_TOPIC_PARTITIONS", description="Partitions when the relay creates the topic."
     )
@@ -49,28 +78,6 @@ class IngestSettings(ServiceSettings, DatabaseSettings, S3Settings, KafkaSetting
         False,
         alias="INGEST_RELAY_IN_PROCESS",
         description="Run the outbox relay inside the ingest process (otherwise `exchange serve relay`).",
-    )
-    relay_batch_size: int = Field(500, alias="RELAY_BATCH_SIZE", description="Outbox rows published per batch.")
-    relay_poll_seconds: float = Field(
-        1.0, alias="RELAY_POLL_SECONDS", description="Poll interval; NOTIFY wakes the relay sooner."
-    )
-    relay_publish_timeout: float = Field(
-        15.0, alias="RELAY_PUBLISH_TIMEOUT", description="Seconds to wait for broker acks of one batch."
-    )
-    relay_max_backoff: float = Field(
-        30.0, alias="RELAY_MAX_BACKOFF", description="Longest wait between retries while Kafka or Postgres is down."
-    )
-    relay_outbox_retention_seconds: float = Field(
-        7 * 86_400.0,
-        alias="RELAY_OUTBOX_RETENTION_SECONDS",
-        description="Published outbox rows older than this are deleted (7 days default; 0 keeps them all).",
-        ge=0,
-    )
-    relay_prune_seconds: float = Field(
-        60.0, alias="RELAY_PRUNE_SECONDS", description="How often the relay deletes expired outbox rows.", gt=0
-    )
-    relay_metrics_port: int | None = Field(
-        None, alias="RELAY_METRICS_PORT", description="Serve /metrics of a standalone relay on this port."
     )
 
     @property

@@ -29,14 +29,14 @@ KINDS = {
     "Job": lambda api, ns, sel: client.BatchV1Api(api).list_namespaced_job(ns, label_selector=sel),
 }
 EXPECTED_COUNTS = {
-    "Deployment": 4,
+    "Deployment": 5,
     "StatefulSet": 3,
-    "Service": 10,
+    "Service": 11,
     "ConfigMap": 2,
     "Secret": 4,
     "NetworkPolicy": 4,
     "Ingress": 2,
-    "PodDisruptionBudget": 4,
+    "PodDisruptionBudget": 5,
     "Job": 2,
 }
 WITH_INGRESS = {
@@ -73,6 +73,7 @@ def test_applying_a_pipeline_creates_every_child_owned_and_a_status_with_conditi
     assert set(conditions(status)) == {"Ready", "Progressing", "Degraded"}
     assert conditions(status)["Progressing"]["status"] == "True"
     assert status["components"]["ingest"] == {"ready": 0, "desired": 1}
+    assert status["components"]["relay"] == {"ready": 0, "desired": 1}
     assert status["endpoints"]["ingest"] == "http://localhost"
     assert status["endpoints"]["query"] == "http://q.local/graphql"
     assert "exchange.dev/finalizer" in obj["metadata"]["finalizers"]

@@ -10,8 +10,10 @@ from exchange_operator.builders.env import config_data
 from exchange_operator.builders.ingress import build_ingresses, endpoint_url
 from exchange_operator.builders.jobs import build_job
 from exchange_operator.builders.network import build_network_policies
+from exchange_operator.builders.services import build_services
 from exchange_operator.builders.statefulsets import build_postgres_statefulset, build_statefulsets
 from exchange_operator.spec import COMPONENTS, parse_spec
+from exchange_operator.status import build_status
 
 OWNER = {
     "apiVersion": "exchange.dev/v1alpha1",
@@ -104,7 +106,52 @@ def test_each_service_gets_its_own_database_role(spec, meta):
     }
     assert keys["query"]["secretKeyRef"] == {"name": "demo-postgres-credentials", "key": "query-url"}
     assert keys["ingest"]["secretKeyRef"]["key"] == "ingest-url"
+    assert keys["relay"]["secretKeyRef"]["key"] == "ingest-url"  # it publishes ingest's outbox
     assert keys["tokenizer"] == {}
+
+
+def test_the_relay_is_a_deployment_of_its_own_that_reaches_postgres_and_kafka_only(spec, meta):
+    relay = build_deployment(spec, meta, "relay")
+    assert relay["metadata"]["name"] == "demo-relay"
+    assert relay["spec"]["template"]["metadata"]["labels"]["exchange.dev/engine-client"] == "true"
+    c = _container(relay)
+    assert c["command"] == ["exchange", "serve", "relay"]
+    env = _env(c)
+    database = env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]
+    assert database == {"name": "demo-postgres-credentials", "key": "ingest-url"}
+    assert not {"S3_ENDPOINT_URL", "S3_ACCESS_KEY_ID", "TOKENIZATION_SECRET_FILE", "NORMALIZER_ID_KEY"} & set(env)
+    assert config_data(spec, meta)["KAFKA_BOOTSTRAP_SERVERS"]  # from the ConfigMap it reads
+
+
+def test_the_relay_reads_an_external_kafka_from_the_users_secret(external_spec, meta):
+    env = _env(_container(build_deployment(external_spec, meta, "relay")))
+    assert env["KAFKA_BOOTSTRAP_SERVERS"]["valueFrom"]["secretKeyRef"] == {"name": "kafka", "key": "bootstrap-servers"}
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "pg", "key": "ingest-url"}
+
+
+def test_the_relay_is_probed_on_the_metrics_port_it_is_told_to_serve(spec, meta):
+    c = _container(build_deployment(spec, meta, "relay"))
+    assert c["ports"] == [{"name": "metrics", "containerPort": 9102, "protocol": "TCP"}]
+    assert _env(c)["RELAY_METRICS_PORT"] == {"name": "RELAY_METRICS_PORT", "value": "9102"}
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert c[probe]["httpGet"]["port"] == "metrics"
+    (service,) = [s for s in build_services(spec, meta) if s["metadata"]["name"] == "demo-relay"]
+    assert service["spec"]["ports"] == [{"name": "metrics", "port": 9102, "targetPort": "metrics", "protocol": "TCP"}]
+
+
+def test_the_relay_has_its_own_replicas_and_resources(meta):
+    spec = parse_spec({"components": {"relay": {"replicas": 2, "resources": {"requests": {"cpu": "50m"}}}}})
+    relay = build_deployment(spec, meta, "relay")
+    assert relay["spec"]["replicas"] == 2
+    assert _container(relay)["resources"]["requests"] == {"cpu": "50m"}
+    assert build_deployment(parse_spec({"suspend": True}), meta, "relay")["spec"]["replicas"] == 0
+
+
+def test_the_status_counts_every_service_the_relay_included(spec, meta):
+    status = build_status(spec, meta, 1, build_children(spec, meta), None, "T0")
+    assert set(COMPONENTS) <= set(status["components"])
+    assert status["components"]["relay"] == {"ready": 0, "desired": 1}
+    assert "relay (0/1)" in status["message"]
 
 
 def test_managed_engines_are_statefulsets_with_claims(spec, meta):
@@ -186,7 +233,7 @@ def test_only_engine_clients_reach_the_engines(spec, meta):
         c: build_deployment(spec, meta, c)["spec"]["template"]["metadata"]["labels"].get("exchange.dev/engine-client")
         for c in COMPONENTS
     }
-    assert labelled == {"ingest": "true", "tokenizer": None, "normalizer": "true", "query": "true"}
+    assert labelled == {"ingest": "true", "relay": "true", "tokenizer": None, "normalizer": "true", "query": "true"}
 
 
 def test_ingress_has_class_hosts_and_tls(meta):
@@ -226,7 +273,8 @@ def test_jobs_migrate_and_bootstrap_and_are_renamed_when_the_image_changes(spec,
     assert build_job(spec, meta, "migrate")["metadata"]["name"] == migrate["metadata"]["name"]
 
 
-def test_pdbs_never_block_a_drain(spec, meta):
+def test_every_service_has_a_pdb_that_never_blocks_a_drain(spec, meta):
     pdbs = [c for c in build_children(spec, meta) if c["kind"] == "PodDisruptionBudget"]
-    assert len(pdbs) == 4
+    assert sorted(p["metadata"]["name"] for p in pdbs) == sorted(f"demo-{c}" for c in COMPONENTS)
+    assert "demo-relay" in {p["metadata"]["name"] for p in pdbs}
     assert {p["spec"]["maxUnavailable"] for p in pdbs} == {1}
