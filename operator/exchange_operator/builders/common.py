@@ -21,7 +21,7 @@ ENGINE_CLIENT_LABEL = "exchange.dev/engine-client"
 CONFIG_HASH_ANNOTATION = "exchange.dev/config-hash"
 HTTP_PORT = 8080
 METRICS_PORT = 9102
-WORKER_PORT_ENV = {"relay": "RELAY_METRICS_PORT"}
+WORKER_PORT_ENV = {"relay": "RELAY_METRICS_PORT", "normalizer": "NORMALIZER_METRICS_PORT"}
 """Services without an HTTP API (workers): the variable that makes each serve /healthz, /readyz
 and /metrics on METRICS_PORT."""
 

@@ -129,14 +129,24 @@ def test_the_relay_reads_an_external_kafka_from_the_users_secret(external_spec, 
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "pg", "key": "ingest-url"}
 
 
-def test_the_relay_is_probed_on_the_metrics_port_it_is_told_to_serve(spec, meta):
-    c = _container(build_deployment(spec, meta, "relay"))
+@pytest.mark.parametrize(
+    ("worker", "variable"), [("relay", "RELAY_METRICS_PORT"), ("normalizer", "NORMALIZER_METRICS_PORT")]
+)
+def test_a_worker_is_probed_on_the_metrics_port_it_is_told_to_serve(spec, meta, worker, variable):
+    c = _container(build_deployment(spec, meta, worker))
     assert c["ports"] == [{"name": "metrics", "containerPort": 9102, "protocol": "TCP"}]
-    assert _env(c)["RELAY_METRICS_PORT"] == {"name": "RELAY_METRICS_PORT", "value": "9102"}
+    assert _env(c)[variable] == {"name": variable, "value": "9102"}
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
         assert c[probe]["httpGet"]["port"] == "metrics"
-    (service,) = [s for s in build_services(spec, meta) if s["metadata"]["name"] == "demo-relay"]
+    (service,) = [s for s in build_services(spec, meta) if s["metadata"]["name"] == f"demo-{worker}"]
     assert service["spec"]["ports"] == [{"name": "metrics", "port": 9102, "targetPort": "metrics", "protocol": "TCP"}]
+
+
+@pytest.mark.parametrize("component", ["ingest", "tokenizer", "query"])
+def test_an_http_service_is_probed_on_its_http_port(spec, meta, component):
+    c = _container(build_deployment(spec, meta, component))
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
 
 
 def test_the_relay_has_its_own_replicas_and_resources(meta):
