@@ -65,8 +65,8 @@ else
   for b in "${CONTAINERD_BINARIES[@]}"; do pkgs+=("$CONTAINERD_MODULE/cmd/$b@$CONTAINERD_VERSION"); done
   (cd "$out" && GOBIN="$out" "$GO" install -trimpath -tags "$CONTAINERD_TAGS" \
     -ldflags "-s -w -X $CONTAINERD_MODULE/version.Version=$CONTAINERD_VERSION" "${pkgs[@]}")
-  "$out/containerd" --version | grep -qF " $CONTAINERD_VERSION" \
-    || die "built containerd does not report $CONTAINERD_VERSION: $("$out/containerd" --version 2>&1 || true)"
+  v="$("$out/containerd" --version 2>&1 || true)"
+  case "$v" in *" $CONTAINERD_VERSION"*) ;; *) die "built containerd does not report $CONTAINERD_VERSION: $v" ;; esac
   for b in "${CONTAINERD_BINARIES[@]}"; do
     [ -x "$out/$b" ] || die "build produced no $b"
     mv -f "$out/$b" "$EXCHANGE_BIN/$b"
@@ -86,8 +86,8 @@ else
   started=$SECONDS
   (cd "$out" && GOBIN="$out" "$GO" install -trimpath \
     -ldflags "-s -w -X $CRICTL_MODULE/pkg/version.Version=$CRICTL_VERSION" "$CRICTL_MODULE/cmd/crictl@$CRICTL_VERSION")
-  "$out/crictl" --version | grep -qF "$CRICTL_VERSION" \
-    || die "built crictl does not report $CRICTL_VERSION: $("$out/crictl" --version 2>&1 || true)"
+  v="$("$out/crictl" --version 2>&1 || true)"
+  [ "$v" = "crictl version $CRICTL_VERSION" ] || die "built crictl does not report $CRICTL_VERSION: $v"
   mv -f "$out/crictl" "$EXCHANGE_BIN/crictl"
   rm -rf "$out"
   out=""
