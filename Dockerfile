@@ -7,9 +7,13 @@
 # Runs as UID 10001 with a read-only root filesystem: the only writable path it needs is /tmp
 # (an emptyDir in the cluster). Bytecode is compiled at build time so Python never writes .pyc.
 ARG PYTHON_IMAGE=python:3.11.14-slim-trixie
+# The builder stage's base; keep its default equal to PYTHON_IMAGE. A build that reaches PyPI
+# through a TLS-intercepting proxy passes an image trusting the proxy's CA here, so that CA stays
+# out of the runtime stage (see hack/images/python-build/Dockerfile).
+ARG PYTHON_BUILDER_IMAGE=python:3.11.14-slim-trixie
 
 # ---- builder: the locked runtime dependencies and the project wheel, in /opt/venv -------------------
-FROM ${PYTHON_IMAGE} AS builder
+FROM ${PYTHON_BUILDER_IMAGE} AS builder
 # Build backend for the project wheel; it stays in this stage and never ships.
 ARG HATCHLING_VERSION=1.33.0
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
