@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI
 
@@ -27,17 +26,6 @@ from exchange.ingest.validation import CONTRACT, fast_validator, schema_validato
 
 CONTRACT_SCHEMAS = ("NativeEnvelopeV1", "NativeEnvelopeV2", "Bundle", "Patient", "Encounter", "Condition",
                     "Observation", "Immunization", "AllergyIntolerance", "Procedure")  # fmt: skip
-
-
-def kafka_readiness(bootstrap_servers: str) -> Any:
-    """Readiness: a TCP connection to one of the bootstrap brokers."""
-
-    async def check() -> None:
-        host, _, port = bootstrap_servers.split(",")[0].strip().rpartition(":")
-        _, writer = await asyncio.open_connection(host or "127.0.0.1", int(port))
-        writer.close()
-
-    return check
 
 
 def create_app(settings: IngestSettings | None = None) -> FastAPI:
@@ -67,8 +55,9 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             keys.claims.observe = metrics.db_batch.labels("claim").observe
             store.commits.observe = metrics.db_batch.labels("commit").observe
             app.state.ingest = IngestContext(settings, keys, store, metrics)
-            app.state.readiness.update(postgres=pool_readiness(pool), s3=bucket_readiness(s3, settings.s3_bucket_raw),
-                                       kafka=kafka_readiness(settings.kafka_bootstrap_servers))  # fmt: skip
+            # Ready = can accept records: Postgres and S3. Not Kafka: the outbox holds events while
+            # it is away, and an unready ingest would be taken out of its Service just then.
+            app.state.readiness.update(postgres=pool_readiness(pool), s3=bucket_readiness(s3, settings.s3_bucket_raw))
             stop = asyncio.Event()
             tasks = [asyncio.create_task(metrics.refresh_forever(pool))]
             if settings.ingest_idempotency_purge_seconds > 0:

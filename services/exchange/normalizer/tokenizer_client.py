@@ -49,6 +49,12 @@ class TokenizerClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    async def ready(self) -> None:
+        """A readiness check: the tokenizer's own `/readyz` answers 200; raises otherwise."""
+        response = await self._client.get("/readyz")
+        if response.status_code != 200:
+            raise DependencyError("tokenizer", f"HTTP {response.status_code}")
+
     async def tokenize(self, people: Sequence[Person]) -> list[TokenSet]:
         """One token set per person, in order. Raises DependencyError or PoisonError (see module)."""
         out: list[TokenSet] = []

@@ -30,12 +30,13 @@ from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
-from exchange.core.db import DB_ERRORS, create_pool
+from exchange.core.db import DB_ERRORS, create_pool, pool_readiness
 from exchange.core.errors import DependencyError, PoisonError
-from exchange.core.kafka import header_map, make_consumer, make_producer
+from exchange.core.kafka import bootstrap_readiness, header_map, make_consumer, make_producer
 from exchange.core.logging import bind_correlation_id, get_logger
+from exchange.core.probes import ProbeServer, waiting_for
 from exchange.core.settings import load
-from exchange.core.storage import s3_client
+from exchange.core.storage import bucket_readiness, s3_client
 from exchange.normalizer import migrations
 from exchange.normalizer.events import dlq_headers
 from exchange.normalizer.metrics import NormalizerMetrics
@@ -261,20 +262,6 @@ async def _until_up(what: str, fn: Callable[[], Awaitable[T]], stop: asyncio.Eve
     return None
 
 
-async def _serve_http(settings: NormalizerSettings, registry: CollectorRegistry, pool: asyncpg.Pool) -> Any:
-    import uvicorn
-
-    from exchange.core.db import pool_readiness
-    from exchange.core.http import create_service_app
-
-    app = create_service_app("normalizer", registry=registry, readiness={"postgres": pool_readiness(pool)})
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.normalizer_metrics_port or 0, log_config=None, access_log=False
-    )
-    server = uvicorn.Server(config)
-    return server, asyncio.create_task(server.serve())
-
-
 async def run() -> None:
     """`exchange serve normalizer`: settings from the environment; runs until SIGTERM/SIGINT."""
     settings = load(NormalizerSettings)
@@ -289,62 +276,87 @@ run_from_env = run
 
 
 async def serve(settings: NormalizerSettings, stop: asyncio.Event, registry: CollectorRegistry | None = None) -> None:
-    """Run the worker (and its outbox relay) until `stop` is set."""
+    """Run the worker (and its outbox relay) until `stop` is set.
+
+    With NORMALIZER_METRICS_PORT, `/healthz`, `/readyz` and `/metrics` are served from the start:
+    ready means Postgres, Kafka, S3 and the tokenizer all answer (what a batch needs)."""
     registry = registry or CollectorRegistry()
     metrics = NormalizerMetrics(registry)
+    tokenizer = TokenizerClient(
+        settings.tokenizer_url, settings.tokenizer_bearer, timeout=settings.tokenizer_timeout,
+        batch_size=settings.tokenizer_batch,
+    )  # fmt: skip
+    closers: list[Callable[[], Awaitable[Any]]] = [tokenizer.aclose]
+    probes = None
+    if settings.normalizer_metrics_port:
+        readiness = {
+            "postgres": waiting_for("postgres"),
+            "kafka": bootstrap_readiness(settings.kafka_bootstrap_servers),
+            "s3": waiting_for("s3"),
+            "tokenizer": tokenizer.ready,
+        }
+        probes = await ProbeServer(
+            "normalizer", settings.host, settings.normalizer_metrics_port, registry, readiness
+        ).start()
+        closers.append(probes.stop)
+    try:
+        await _work(settings, stop, metrics, tokenizer, probes, closers)
+    finally:
+        for closer in reversed(closers):
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(closer(), timeout=10)
+        log.info("normalizer_stopped")
+
+
+async def _work(
+    settings: NormalizerSettings,
+    stop: asyncio.Event,
+    metrics: NormalizerMetrics,
+    tokenizer: TokenizerClient,
+    probes: ProbeServer | None,
+    closers: list[Callable[[], Awaitable[Any]]],
+) -> None:
     dsn = settings.database_url.get_secret_value()
     if settings.migrate_on_start and await _until_up("postgres", lambda: migrations.upgrade(dsn), stop) is None:
         return
     pool = await _until_up("postgres", lambda: create_pool(settings), stop)
     if pool is None:
         return
-    tokenizer = TokenizerClient(
-        settings.tokenizer_url, settings.tokenizer_bearer, timeout=settings.tokenizer_timeout,
-        batch_size=settings.tokenizer_batch,
-    )  # fmt: skip
+    closers.append(pool.close)
+    if probes is not None:
+        probes.readiness["postgres"] = pool_readiness(pool)
     producer = make_producer(settings)
     consumer = make_consumer(
         settings, settings.normalizer_topic, group_id=settings.normalizer_group,
         max_poll_records=settings.normalizer_batch, max_partition_fetch_bytes=4 * 1024 * 1024,
     )  # fmt: skip
-    server = None
-    closers: list[Callable[[], Awaitable[Any]]] = []
-    try:
-        async with s3_client(settings) as s3:
-            await _until_up("kafka", producer.start, stop)
-            await _until_up("kafka", consumer.start, stop)
-            if stop.is_set():
-                return
-            if settings.normalizer_metrics_port:
-                server = await _serve_http(settings, registry, pool)
-            relay = OutboxRelay(
-                pool,
-                producer,
-                poll=settings.relay_poll_seconds,
-                retention=settings.outbox_retention_seconds or None,
-                metrics=metrics,
-            )
-            http = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=4 * settings.s3_timeout, connect=settings.s3_timeout),
-                connector=aiohttp.TCPConnector(limit=64),
-            )
-            closers.append(http.close)
-            raw = RawObjects(s3, settings.normalizer_object_cache_bytes, http)
-            pipeline = Pipeline(raw, tokenizer, settings.id_key)
-            worker = Worker(settings, pool, consumer, producer, pipeline, metrics, relay)
-            relay_task = asyncio.create_task(relay.run(stop))
-            log.info("normalizer_started", topic=settings.normalizer_topic, group=settings.normalizer_group)
-            try:
-                await worker.run(stop)
-            finally:
-                stop.set()
-                await relay_task
-    finally:
-        if server is not None:
-            server[0].should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server[1], timeout=5)
-        for closer in (consumer.stop, producer.stop, tokenizer.aclose, pool.close, *closers):
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(closer(), timeout=10)
-        log.info("normalizer_stopped")
+    closers += [producer.stop, consumer.stop]
+    async with s3_client(settings) as s3:
+        if probes is not None:
+            probes.readiness["s3"] = bucket_readiness(s3, settings.s3_bucket_raw)
+        await _until_up("kafka", producer.start, stop)
+        await _until_up("kafka", consumer.start, stop)
+        if stop.is_set():
+            return
+        relay = OutboxRelay(
+            pool,
+            producer,
+            poll=settings.relay_poll_seconds,
+            retention=settings.outbox_retention_seconds or None,
+            metrics=metrics,
+        )
+        http = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=4 * settings.s3_timeout, connect=settings.s3_timeout),
+            connector=aiohttp.TCPConnector(limit=64),
+        )
+        closers.append(http.close)
+        raw = RawObjects(s3, settings.normalizer_object_cache_bytes, http)
+        pipeline = Pipeline(raw, tokenizer, settings.id_key)
+        worker = Worker(settings, pool, consumer, producer, pipeline, metrics, relay)
+        relay_task = asyncio.create_task(relay.run(stop))
+        log.info("normalizer_started", topic=settings.normalizer_topic, group=settings.normalizer_group)
+        try:
+            await worker.run(stop)
+        finally:
+            stop.set()
+            await relay_task

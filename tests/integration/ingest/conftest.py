@@ -211,6 +211,43 @@ def relay(ingest_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) 
     process.stop()
 
 
+def wait_until_alive(url: str, relay: RelayProcess, timeout: float = 30.0) -> None:
+    """Until the relay's probe port answers /healthz (AssertionError with its log otherwise)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert relay.proc is not None and relay.proc.poll() is None, relay.log()[-2000:]
+        time.sleep(0.2)
+    raise AssertionError(f"the relay never answered /healthz:\n{relay.log()[-2000:]}")
+
+
+def readyz_until(url: str, status: int, timeout: float = 30.0) -> httpx.Response:
+    """GET /readyz until it answers `status` or `timeout` passes; the last answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = httpx.get(f"{url}/readyz", timeout=5)
+        if response.status_code == status or time.monotonic() > deadline:
+            return response
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def probed_relay(ingest_env: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, RelayProcess]]:
+    """A second standalone relay with its probe port (RELAY_METRICS_PORT): (base URL, process)."""
+    port = free_port()
+    relay = RelayProcess({**ingest_env, "RELAY_METRICS_PORT": str(port)}, tmp_path / "relay.log").start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_alive(url, relay)
+        yield url, relay
+    finally:
+        relay.stop()
+
+
 @pytest.fixture(scope="session")
 def served(ingest_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """`uvicorn --factory exchange.ingest.app:create_app`, as `exchange serve ingest` would run it."""
