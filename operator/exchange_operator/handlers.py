@@ -30,12 +30,15 @@ CHILD_RESOURCES = (
     ("apps", "v1", "statefulsets"),
     ("", "v1", "services"),
     ("", "v1", "configmaps"),
-    ("", "v1", "secrets"),
     ("networking.k8s.io", "v1", "ingresses"),
     ("networking.k8s.io", "v1", "networkpolicies"),
     ("policy", "v1", "poddisruptionbudgets"),
 )
-"""Children watched for drift (Jobs are immutable and re-created by the next resync)."""
+"""Children watched for drift, filtered by the API server (OWNED). Not Secrets: the operator reads
+the few it needs by name and never lists or watches them, so it holds no copy of the cluster's
+Secrets; a generated one deleted by someone else is re-created by the next resync. Not Jobs: they
+are immutable and re-created by the next resync."""
+OWNED = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 API_RETRY_SECONDS = 5.0
 Log = logging.Logger | logging.LoggerAdapter[Any]
 DRIFT_FIELDS = frozenset({"f:spec", "f:data", "f:stringData", "f:type"})
@@ -57,7 +60,16 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     )
     settings.posting.level = logging.WARNING  # Events for failures, not for every success
     settings.peering.standalone = SETTINGS.standalone
+    watch_only_owned(settings)
     memo.kube = KubeClient.from_environment(SETTINGS.request_timeout_seconds)
+
+
+def watch_only_owned(settings: kopf.OperatorSettings) -> None:
+    """The API server filters the child watches by label: the operator receives only its own
+    children, not every Deployment or ConfigMap of the cluster (kopf's `labels=` alone filters
+    after receiving them)."""
+    for group, version, plural in CHILD_RESOURCES:
+        settings.watching.label_selectors[group, version, plural] = OWNED
 
 
 @kopf.on.cleanup()
@@ -168,6 +180,6 @@ for _group, _version, _plural in CHILD_RESOURCES:
         _version,
         _plural,
         id=f"drift-{_plural}",
-        labels={"app.kubernetes.io/managed-by": MANAGED_BY},
+        labels={"app.kubernetes.io/managed-by": MANAGED_BY},  # also filtered server-side: watch_only_owned
         when=_is_drift,  # filtered before the handler runs: no log line per ordinary event
     )(on_child_event)

@@ -222,6 +222,9 @@ NEEDED = [
 ]
 
 FORBIDDEN = [
+    ("list", "secrets"),  # read by name only: the operator holds no copy of the cluster's Secrets
+    ("watch", "secrets"),
+    ("delete", "secrets"),
     ("create", "exchangepipelines.exchange.dev"),
     ("delete", "exchangepipelines.exchange.dev"),
     ("create", "persistentvolumeclaims"),
