@@ -34,7 +34,6 @@ from exchange_devtools.engines.kube_node import (
     CRICTL_BIN,
     NODE_BINARIES,
     NODE_IP,
-    NODE_LINK,
     NODE_NAME,
     PROXY_BIN,
     NodePaths,
@@ -181,7 +180,7 @@ def _start(state: dict[str, Any], addons: Any) -> dict[str, float]:
     host.save_host(PATHS.host_state)
     for name, value in host.NODE_SYSCTLS.items():
         host.write_sysctl(name, value)
-    host.ensure_dummy_link(NODE_LINK, NODE_IP)
+    host.ensure_node_address(NODE_IP)
 
     pki = Pki(PATHS.pki).ensure()
     certs = node_pki(pki)
@@ -295,7 +294,7 @@ def _teardown(*, quiet: bool) -> bool:
     for veth in host.veths_on(BRIDGE):
         host.delete_link(veth)
     host.delete_link(BRIDGE)
-    host.delete_link(NODE_LINK)
+    host.remove_node_address(NODE_IP)
     host.clean_iptables()
     host.remove_kubepods_cgroups()
     host.restore_host(PATHS.host_state)

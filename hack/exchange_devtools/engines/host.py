@@ -4,7 +4,7 @@ The node runs as root and touches shared kernel state. Everything it changes is 
 
 - sysctls (`SYSCTLS`) and fixed host paths (`HOST_PATHS`): saved once before the first component
   starts, restored on teardown;
-- network links: the node's dummy link, the CNI bridge and any pod veth left behind;
+- addresses and links: the node's address on `lo`, the CNI bridge and any pod veth left behind;
 - iptables and ip6tables: every chain named `KUBE-*` or `CNI-*` and every rule jumping to one
   (kube-proxy, the kubelet and the CNI plugins make them; nothing else on a machine uses those names);
 - mounts under the node's state directories (the kubelet's rshared root dir, pod volumes, netns);
@@ -100,13 +100,15 @@ def link_exists(name: str) -> bool:
     return _ip("link", "show", "dev", name).returncode == 0
 
 
-def ensure_dummy_link(name: str, address: str) -> None:
-    """A dummy link holding the node's own address (/32), up."""
-    if not link_exists(name):
-        _ip("link", "add", name, "type", "dummy")
-    if f" {address}/" not in _ip("-4", "addr", "show", "dev", name).stdout:
-        _ip("addr", "add", f"{address}/32", "dev", name)
-    _ip("link", "set", name, "up")
+def ensure_node_address(address: str) -> None:
+    """The node's own address as a /32 on the loopback link (these kernels have no dummy links)."""
+    if f" {address}/" not in _ip("-4", "addr", "show", "dev", "lo").stdout:
+        _ip("addr", "add", f"{address}/32", "dev", "lo")
+
+
+def remove_node_address(address: str) -> None:
+    if f" {address}/" in _ip("-4", "addr", "show", "dev", "lo").stdout:
+        _ip("addr", "del", f"{address}/32", "dev", "lo")
 
 
 def delete_link(name: str) -> None:
@@ -194,6 +196,7 @@ class HostSnapshot:
 
     sysctls: dict[str, str | None] = field(default_factory=dict)
     links: frozenset[str] = frozenset()
+    addresses: frozenset[str] = frozenset()
     listening: frozenset[str] = frozenset()
     rules: frozenset[str] = frozenset()
     mounts: frozenset[str] = frozenset()
@@ -207,6 +210,9 @@ class HostSnapshot:
         return cls(
             sysctls={name: read_sysctl(name) for name in SYSCTLS},
             links=frozenset(line.split(":")[1].strip().split("@")[0] for line in links.splitlines() if ":" in line),
+            addresses=frozenset(
+                " ".join(line.split()[1:4]) for line in _ip("-o", "addr", "show").stdout.splitlines()
+            ),
             listening=frozenset(_listening()),
             rules=frozenset(_rules()),
             mounts=frozenset(line.split()[4] for line in mounts),
@@ -219,7 +225,7 @@ class HostSnapshot:
         diffs = [
             f"sysctl {k}: {v} -> {after.sysctls.get(k)}" for k, v in self.sysctls.items() if after.sysctls.get(k) != v
         ]
-        for what in ("links", "listening", "rules", "mounts", "cgroups", "paths"):
+        for what in ("links", "addresses", "listening", "rules", "mounts", "cgroups", "paths"):
             before, now = getattr(self, what), getattr(after, what)
             diffs += [f"{what}: left behind {item}" for item in sorted(now - before)]
             diffs += [f"{what}: gone {item}" for item in sorted(before - now)]

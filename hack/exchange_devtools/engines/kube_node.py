@@ -2,8 +2,8 @@
 kubelet and kube-proxy, next to the etcd + kube-apiserver of `kube.py`.
 
 Pure configuration lives here (file contents, flags); `kube_stack.py` decides what to start and
-when. One node per machine: the node owns fixed names on the host (`NODE_LINK`, `BRIDGE`) and a
-fixed address, `NODE_IP`, on a dummy link, so pods reach the API server through
+when. One node per machine: the node owns a fixed name on the host (`BRIDGE`) and a fixed
+address, `NODE_IP`, on the loopback link, so pods reach the API server through
 `kubernetes.default` (an API server advertising loopback is unreachable from a pod) while nothing
 listens on the machine's real interfaces. Why 1.34 and cgroup v1 settings: ADR 0007.
 """
@@ -22,7 +22,6 @@ from exchange_devtools.engines.base import BIN_DIR, CACHE_DIR, EngineProcess
 from exchange_devtools.engines.kube import Pki
 
 NODE_NAME = "exchange-node"
-NODE_LINK = "exchange0"
 NODE_IP = "198.18.0.2"
 """RFC 2544's benchmarking range: never routed, so it cannot clash with a real network."""
 BRIDGE = "exchange-br0"
