@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 from exchange_devtools import kube_addons, kube_stack
-from exchange_devtools.engines.base import REPO_ROOT
-from exchange_devtools.engines.kube import start_control_plane
+from exchange_devtools.engines.base import CACHE_DIR, REPO_ROOT
+from exchange_devtools.engines.kube import KUBECTL_BIN, start_control_plane
 from exchange_devtools.engines.kube_node import NODE_NAME
 
 SERVICES_IMAGE = "localhost/exchange:dev"
@@ -102,7 +102,7 @@ def rollout(manifest: dict[str, object]) -> float:
     name = str(manifest["metadata"]["name"])  # type: ignore[index]
     started = time.monotonic()
     subprocess.run(
-        [str(kube_stack.KUBECTL_BIN), f"--kubeconfig={kube_stack.KUBECONFIG}", "apply", "-f", "-"],
+        [str(KUBECTL_BIN), f"--kubeconfig={kube_stack.KUBECONFIG}", "apply", "-f", "-"],
         input=json.dumps(manifest),
         text=True,
         capture_output=True,
@@ -155,7 +155,7 @@ def main() -> None:
     print("make images:")
     if args.cold_images:
         sh(*py, "kube-down")
-        for cache in (kube_addons.CACHE_DIR / "buildah", kube_addons.CACHE_DIR / "images"):
+        for cache in (CACHE_DIR / "buildah", CACHE_DIR / "images"):
             shutil.rmtree(cache, ignore_errors=True)
         sh(*py, "kube-up")
         images_cold = timed("cold (empty image cache)", *py, "images")

@@ -210,9 +210,7 @@ class HostSnapshot:
         return cls(
             sysctls={name: read_sysctl(name) for name in SYSCTLS},
             links=frozenset(line.split(":")[1].strip().split("@")[0] for line in links.splitlines() if ":" in line),
-            addresses=frozenset(
-                " ".join(line.split()[1:4]) for line in _ip("-o", "addr", "show").stdout.splitlines()
-            ),
+            addresses=frozenset(" ".join(line.split()[1:4]) for line in _ip("-o", "addr", "show").stdout.splitlines()),
             listening=frozenset(_listening()),
             rules=frozenset(_rules()),
             mounts=frozenset(line.split()[4] for line in mounts),
