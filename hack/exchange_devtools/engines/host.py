@@ -175,9 +175,18 @@ def remove_kubepods_cgroups() -> None:
 # --- what a test compares -----------------------------------------------------------------------
 
 
+NODE_PROCESSES = ("etcd", "kube-", "kubelet", "containerd", "coredns", "skipper", "local-path")
+"""Process names (as `ss` shows them) of the node and its add-ons: the listening check counts only
+theirs, since a test session's other engines come and go on loopback ports meanwhile."""
+
+
 def _listening() -> set[str]:
-    out = subprocess.run(["ss", "-Hltnu"], capture_output=True, text=True, check=False).stdout
-    return {" ".join((f[0], f[4])) for f in (line.split() for line in out.splitlines()) if len(f) >= 5}
+    out = subprocess.run(["ss", "-Hltnup"], capture_output=True, text=True, check=False).stdout
+    found = set()
+    for fields in (line.split() for line in out.splitlines()):
+        if len(fields) >= 7 and any(f'(("{name}' in fields[6] for name in NODE_PROCESSES):
+            found.add(f"{fields[0]} {fields[4]} {fields[6].split(',')[0]}")
+    return found
 
 
 def _rules() -> set[str]:

@@ -78,3 +78,19 @@ def test_pod_traffic_is_accepted_by_the_firewall_plugin_and_node_ports_stay_on_t
     proxy = proxy_config(tmp_path / "kubeconfig")
     assert proxy["mode"] == "iptables"
     assert proxy["nodePortAddresses"] == [f"{NODE_IP}/32"]
+
+
+def test_every_add_on_manifest_renders_to_kubernetes_objects(tmp_path: Path) -> None:
+    import yaml
+
+    from exchange_devtools import kube_addons
+
+    values = kube_addons.manifest_values(NodePaths(tmp_path))
+    kinds = set()
+    for name in kube_addons.ADDONS:
+        docs = [d for d in yaml.safe_load_all(kube_addons.render(name, values)) if d]
+        assert all({"apiVersion", "kind", "metadata"} <= d.keys() for d in docs), name
+        kinds |= {d["kind"] for d in docs}
+    assert {"Deployment", "Service", "StorageClass", "IngressClass", "ClusterRole"} <= kinds
+    rendered = "".join(kube_addons.render(n, values) for n in kube_addons.ADDONS)
+    assert "${" not in rendered and str(tmp_path / "volumes") in rendered
