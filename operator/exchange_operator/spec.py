@@ -226,42 +226,136 @@ class Storage(Model):
     storage_class_name: str | None = Field(None, description="StorageClass; absent uses the default class.")
 
 
-def _engine_rules(engine: str) -> tuple[Rule, ...]:
-    return (
+def _engine_rules(engine: str, flavored: bool = False) -> tuple[Rule, ...]:
+    rules: tuple[Rule, ...] = (
         Rule(
             "self.mode == 'external' ? has(self.secretRef) : !has(self.secretRef)",
             f"engines.{engine}: mode external requires secretRef; mode managed forbids it",
             lambda s: (s.secret_ref is not None) == (s.mode == "external"),
         ),
     )
+    if flavored:
+        rules += (
+            Rule(
+                "self.mode == 'managed' || !has(self.managed) || !has(self.managed.flavor)",
+                f"engines.{engine}: managed.flavor is for mode managed; mode external runs nothing here",
+                lambda s: s.mode == "managed" or s.managed.flavor is None,
+            ),
+        )
+    return rules
+
+
+KAFKA_FLAVORS: dict[str, str] = {
+    "redpanda": "redpandadata/redpanda:v24.2.18",
+    "apache-kafka": "apache/kafka:4.1.1",
+}
+"""Kafka flavor -> its default image; the first is the default flavor."""
+S3_FLAVORS: dict[str, str | None] = {
+    "minio": "minio/minio:RELEASE.2025-04-22T22-12-26Z",
+    "s3proxy": None,  # no upstream release tag is pinned here: the spec names the image
+}
+"""S3 flavor -> its default image (None: managed.image is required); the first is the default flavor."""
+
+
+def _jvm_resources() -> Resources:
+    return Resources(requests=ResourceList(cpu="250m", memory="1Gi"), limits=ResourceList(memory="1Gi"))
 
 
 class ManagedEngine(Model):
     """A StatefulSet the operator runs for this pipeline."""
 
-    image: str = Field("", description="Container image of the engine.")
     storage: Storage = Field(default_factory=Storage, description="Data volume.")
-    resources: Resources = Field(default_factory=Resources, description="Container requests and limits.")
 
 
 class ManagedPostgres(ManagedEngine):
     """A single PostgreSQL instance with one role per service."""
 
-    image: str = Field("postgres:17.2", min_length=1, description="PostgreSQL image (official layout).")
+    image: str = Field(
+        "postgres:17.2",
+        min_length=1,
+        description="PostgreSQL image with the official image's contract (POSTGRES_* variables, PGDATA, "
+        "/docker-entrypoint-initdb.d, uid 999, pg_isready).",
+    )
+    resources: Resources = Field(default_factory=Resources, description="Container requests and limits.")
 
 
 class ManagedKafka(ManagedEngine):
-    """A single-node Redpanda broker (Kafka protocol)."""
+    """A single-node Kafka-protocol broker. Its StatefulSet is named after the flavor (`<name>-redpanda`,
+    `<name>-kafka`), so two flavors never share a data volume; the client Service is `<name>-kafka` either way."""
 
-    image: str = Field("redpandadata/redpanda:v24.2.18", min_length=1, description="Redpanda image.")
+    flavor: Literal["redpanda", "apache-kafka"] | None = Field(
+        None,
+        description="`redpanda` (absent): Redpanda in dev-container mode. `apache-kafka`: Apache Kafka in KRaft "
+        "mode, one combined broker + controller node, configured through KAFKA_* variables like the official "
+        "apache/kafka image (uid 1000, data in /var/lib/kafka/data).",
+    )
+    image: str | None = Field(
+        None,
+        min_length=1,
+        description="Container image; absent: the flavor's default ("
+        + ", ".join(f"{f}: {i}" for f, i in KAFKA_FLAVORS.items())
+        + ").",
+    )
+    resources: Resources | None = Field(
+        None,
+        description="Container requests and limits; absent: the flavor's (redpanda: 100m CPU and 256Mi requested, "
+        "512Mi limit; apache-kafka, a JVM whose heap is half the memory limit: 250m CPU and 1Gi requested, 1Gi limit).",
+    )
+
+    @property
+    def kind(self) -> str:
+        """The flavor in effect."""
+        return self.flavor or next(iter(KAFKA_FLAVORS))
+
+    def image_or_default(self) -> str:
+        return self.image or KAFKA_FLAVORS[self.kind]
+
+    def resources_or_default(self) -> Resources:
+        if self.resources is not None:
+            return self.resources
+        return _jvm_resources() if self.kind == "apache-kafka" else Resources()
 
 
 class ManagedS3(ManagedEngine):
-    """A single-node MinIO server (S3 protocol)."""
+    """A single-node S3 server. Its StatefulSet is named after the flavor (`<name>-minio`, `<name>-s3proxy`),
+    so two flavors never share a data volume; the client Service is `<name>-s3` either way."""
 
-    image: str = Field(
-        "minio/minio:RELEASE.2025-04-22T22-12-26Z", min_length=1, description="MinIO (or S3-compatible) image."
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule(
+            "!has(self.flavor) || self.flavor != 's3proxy' || has(self.image)",
+            "engines.s3.managed: flavor s3proxy requires image (no default image is pinned for it)",
+            lambda s: s.flavor != "s3proxy" or s.image is not None,
+        ),
     )
+
+    flavor: Literal["minio", "s3proxy"] | None = Field(
+        None,
+        description="`minio` (absent): MinIO. `s3proxy`: s3proxy with its filesystem backend, configured through "
+        "the upstream image's S3PROXY_* and JCLOUDS_* variables (uid 1000, data in /data, port 9000); "
+        "requires image.",
+    )
+    image: str | None = Field(
+        None,
+        min_length=1,
+        description=f"Container image; absent: the flavor's default (minio: {S3_FLAVORS['minio']}; s3proxy has none).",
+    )
+    resources: Resources | None = Field(
+        None, description="Container requests and limits; absent: 100m CPU and 256Mi requested, 512Mi limit."
+    )
+
+    @property
+    def kind(self) -> str:
+        """The flavor in effect."""
+        return self.flavor or next(iter(S3_FLAVORS))
+
+    def image_or_default(self) -> str:
+        image = self.image or S3_FLAVORS[self.kind]
+        if image is None:  # the rule above makes this unreachable for a validated spec
+            raise ValueError("engines.s3.managed: flavor s3proxy requires image")
+        return image
+
+    def resources_or_default(self) -> Resources:
+        return self.resources or Resources()
 
 
 class EngineSpec(Model):
@@ -284,7 +378,7 @@ class KafkaSpec(EngineSpec):
     """Kafka protocol. External Secret keys: bootstrap-servers, optional security-protocol, sasl-mechanism,
     sasl-username, sasl-password."""
 
-    rules: ClassVar[tuple[Rule, ...]] = _engine_rules("kafka")
+    rules: ClassVar[tuple[Rule, ...]] = _engine_rules("kafka", flavored=True)
     managed: ManagedKafka = Field(default_factory=ManagedKafka, description="managed only: the StatefulSet.")
     partitions: int = Field(6, ge=1, le=1000, description="Partitions of each topic the bootstrap Job creates.")
 
@@ -292,7 +386,7 @@ class KafkaSpec(EngineSpec):
 class S3Spec(EngineSpec):
     """S3 protocol. External Secret keys: endpoint-url, access-key-id, secret-access-key, optional region."""
 
-    rules: ClassVar[tuple[Rule, ...]] = _engine_rules("s3")
+    rules: ClassVar[tuple[Rule, ...]] = _engine_rules("s3", flavored=True)
     managed: ManagedS3 = Field(default_factory=ManagedS3, description="managed only: the StatefulSet.")
     bucket: str = Field(
         "exchange-raw", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", description="Bucket of the raw zone."

@@ -20,6 +20,11 @@ ENGINE_CLIENT_LABEL = "exchange.dev/engine-client"
 """Pods carrying this label may reach the managed engines (NetworkPolicy)."""
 CONFIG_HASH_ANNOTATION = "exchange.dev/config-hash"
 HTTP_PORT = 8080
+POSTGRES_PORT = 5432
+KAFKA_PORT = 9092
+S3_PORT = 9000
+ENGINE_PORTS = {"postgres": ("postgres", POSTGRES_PORT), "kafka": ("kafka", KAFKA_PORT), "s3": ("s3", S3_PORT)}
+"""Engine (spec.engines key, also its component name) -> (port name, port) of its client Service."""
 METRICS_PORT = 9102
 WORKER_PORT_ENV = {"relay": "RELAY_METRICS_PORT", "normalizer": "NORMALIZER_METRICS_PORT"}
 """Services without an HTTP API (workers): the variable that makes each serve /healthz, /readyz

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from exchange_operator.builders.common import HTTP_PORT, Meta
+from exchange_operator.builders.common import HTTP_PORT, KAFKA_PORT, Meta
 from exchange_operator.builders.secrets import (
     NORMALIZER_ID_KEY,
     TOKENIZATION_KEY,
@@ -20,7 +20,6 @@ from exchange_operator.builders.secrets import (
 )
 from exchange_operator.spec import ExchangePipelineSpec
 
-KAFKA_PORT = 9092
 TOKENIZATION_MOUNT = "/var/run/secrets/exchange/tokenization"
 
 NEEDS: dict[str, frozenset[str]] = {
@@ -59,7 +58,7 @@ def config_data(spec: ExchangePipelineSpec, meta: Meta) -> dict[str, str]:
         if auth.token_cache_seconds is not None:
             data["JWT_CACHE_SECONDS"] = str(auth.token_cache_seconds)
     if spec.engines.kafka.mode == "managed":
-        data["KAFKA_BOOTSTRAP_SERVERS"] = f"{meta.service_host('redpanda')}:{KAFKA_PORT}"
+        data["KAFKA_BOOTSTRAP_SERVERS"] = f"{meta.service_host('kafka')}:{KAFKA_PORT}"
     return data
 
 

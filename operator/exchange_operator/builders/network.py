@@ -7,6 +7,7 @@ from typing import Any
 
 from exchange_operator.builders.common import (
     ENGINE_CLIENT_LABEL,
+    ENGINE_PORTS,
     HTTP_PORT,
     PIPELINE_LABEL,
     Manifest,
@@ -14,9 +15,7 @@ from exchange_operator.builders.common import (
     object_meta,
     selector_labels,
 )
-from exchange_operator.builders.services import ENGINE_PORTS
-from exchange_operator.builders.statefulsets import ENGINE_COMPONENTS
-from exchange_operator.spec import ExchangePipelineSpec
+from exchange_operator.spec import ENGINES, ExchangePipelineSpec
 
 
 def _policy(meta: Meta, name: str, component: str, pods: dict[str, str], ingress: list[Any]) -> Manifest:
@@ -35,18 +34,19 @@ def build_tokenizer_policy(meta: Meta) -> Manifest:
     return _policy(meta, meta.child("tokenizer"), "tokenizer", selector_labels(meta, "tokenizer"), [rule])
 
 
-def build_engine_policy(meta: Meta, component: str) -> Manifest:
-    """An engine accepts only this pipeline's engine clients (and its own Pods: Redpanda peers)."""
-    _, port = ENGINE_PORTS[component]
+def build_engine_policy(meta: Meta, engine: str) -> Manifest:
+    """An engine (any flavor) accepts only this pipeline's engine clients, and its own Pods (a
+    broker talking to itself through its advertised address), on its client port only."""
+    _, port = ENGINE_PORTS[engine]
     clients = {"podSelector": {"matchLabels": {PIPELINE_LABEL: meta.name, ENGINE_CLIENT_LABEL: "true"}}}
-    peers = {"podSelector": {"matchLabels": selector_labels(meta, component)}}
+    peers = {"podSelector": {"matchLabels": selector_labels(meta, engine)}}
     rule = {"from": [clients, peers], "ports": [{"protocol": "TCP", "port": port}]}
-    return _policy(meta, meta.child(component), component, selector_labels(meta, component), [rule])
+    return _policy(meta, meta.child(engine), engine, selector_labels(meta, engine), [rule])
 
 
 def build_network_policies(spec: ExchangePipelineSpec, meta: Meta) -> list[Manifest]:
     out = [build_tokenizer_policy(meta)]
-    for engine, component in ENGINE_COMPONENTS.items():
+    for engine in ENGINES:
         if getattr(spec.engines, engine).mode == "managed":
-            out.append(build_engine_policy(meta, component))
+            out.append(build_engine_policy(meta, engine))
     return out

@@ -14,7 +14,7 @@ import string
 from collections.abc import Callable, Mapping
 from urllib.parse import quote
 
-from exchange_operator.builders.common import Manifest, Meta, object_meta
+from exchange_operator.builders.common import POSTGRES_PORT, S3_PORT, Manifest, Meta, object_meta
 from exchange_operator.spec import ExchangePipelineSpec
 
 Generator = Callable[[int], str]
@@ -23,8 +23,6 @@ Generator = Callable[[int], str]
 POSTGRES_ROLES = ("migrate", "ingest", "normalizer", "query")
 """One login role per service (query: read-only); `migrate` owns the schema."""
 POSTGRES_DB = "exchange"
-POSTGRES_PORT = 5432
-MINIO_PORT = 9000
 TOKENIZATION_KEY = "secret"
 NORMALIZER_ID_KEY = "normalizer-id-key"
 
@@ -83,11 +81,12 @@ def build_postgres_secret(meta: Meta, existing: Mapping[str, str], generate: Gen
 
 
 def build_s3_secret(meta: Meta, existing: Mapping[str, str], generate: Generator = random_token) -> Manifest:
-    """MinIO root credentials, which the services use as their S3 keys, and the endpoint."""
+    """The managed S3 server's credentials (MinIO's root user, s3proxy's identity), which the
+    services use as their S3 keys, and the endpoint (the client Service, whatever the flavor)."""
     values = keep_or_generate(existing, {"access-key-id": 20, "secret-access-key": 40}, generate)
-    values["endpoint-url"] = f"http://{meta.service_host('minio')}:{MINIO_PORT}"
+    values["endpoint-url"] = f"http://{meta.service_host('s3')}:{S3_PORT}"
     values["region"] = existing.get("region") or "us-east-1"
-    return _secret(meta, s3_secret_name(meta), "minio", values)
+    return _secret(meta, s3_secret_name(meta), "s3", values)
 
 
 def build_tokenization_secret(meta: Meta, existing: Mapping[str, str], generate: Generator = random_token) -> Manifest:

@@ -127,7 +127,7 @@ class S3Settings(ExchangeSettings):
 
 
 class KafkaSettings(ExchangeSettings):
-    """Kafka-protocol brokers (Apache Kafka locally, Redpanda in the cluster)."""
+    """Kafka-protocol brokers (Apache Kafka locally; Redpanda or Apache Kafka in a cluster)."""
 
     kafka_bootstrap_servers: str = Field(alias="KAFKA_BOOTSTRAP_SERVERS", description="host:port[,host:port].")
     kafka_client_id: str = Field("exchange", alias="KAFKA_CLIENT_ID", description="Client id sent to brokers.")

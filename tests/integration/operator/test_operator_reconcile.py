@@ -112,6 +112,38 @@ def test_switching_an_engine_to_external_prunes_its_statefulset(pipelines, kube_
     assert core.read_namespaced_secret("prune-s3-credentials", namespace)
 
 
+def test_engine_flavors_become_their_own_statefulsets_behind_the_same_client_services(
+    pipelines, kube_api_client, namespace
+):
+    engines = {
+        "kafka": {"managed": {"flavor": "apache-kafka"}},
+        "s3": {"managed": {"flavor": "s3proxy", "image": "localhost/s3proxy:3.0.0"}},
+    }
+    pipelines.create("flavors", {"engines": engines})
+    obj = pipelines.wait_phase("flavors", "Progressing")
+    found = children(kube_api_client, namespace, "flavors")
+    assert sorted(s.metadata.name for s in found["StatefulSet"]) == [
+        "flavors-kafka",
+        "flavors-postgres",
+        "flavors-s3proxy",
+    ]
+    services = {s.metadata.name for s in found["Service"]}
+    assert {"flavors-kafka", "flavors-kafka-hl", "flavors-s3", "flavors-s3proxy-hl"} <= services
+    assert {"kafka", "s3", "postgres"} <= set(obj["status"]["components"])
+    apps = client.AppsV1Api(kube_api_client)
+    kafka = apps.read_namespaced_stateful_set("flavors-kafka", namespace).spec.template.spec
+    assert kafka.containers[0].image == "apache/kafka:4.1.1"
+    assert kafka.init_containers[0].name == "seed-config"
+    pipelines.patch("flavors", {"engines": {"kafka": {"managed": {"flavor": "redpanda"}}}})
+    pipelines.wait_status(
+        "flavors",
+        lambda st, o: st.get("observedGeneration") == o["metadata"]["generation"],
+        "the flavor switch to be reconciled",
+    )
+    names = sorted(s.metadata.name for s in children(kube_api_client, namespace, "flavors")["StatefulSet"])
+    assert names == ["flavors-postgres", "flavors-redpanda", "flavors-s3proxy"]
+
+
 def test_a_deleted_child_is_restored(pipelines, kube_api_client, namespace):
     pipelines.create("heal", {})
     pipelines.wait_phase("heal", "Progressing")
@@ -199,6 +231,11 @@ def test_a_missing_external_secret_degrades_until_it_exists(pipelines, kube_api_
         ),
         ({"engines": {"kafka": {"mode": "external"}}}, "engines.kafka: mode external requires secretRef"),
         ({"ingress": {"tls": {"secretName": "tls"}}}, "ingress.tls requires at least one host"),
+        ({"engines": {"s3": {"managed": {"flavor": "s3proxy"}}}}, "flavor s3proxy requires image"),
+        (
+            {"engines": {"kafka": {"mode": "external", "secretRef": {"name": "k"}, "managed": {"flavor": "redpanda"}}}},
+            "engines.kafka: managed.flavor is for mode managed",
+        ),
     ],
 )
 def test_an_invalid_pipeline_is_rejected_by_the_api_server_with_the_cel_message(pipelines, spec, message):

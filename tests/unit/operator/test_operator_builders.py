@@ -236,7 +236,7 @@ def test_only_the_normalizer_reaches_the_tokenizer(spec, meta):
 
 def test_only_engine_clients_reach_the_engines(spec, meta):
     policies = {p["metadata"]["name"]: p for p in build_network_policies(spec, meta)}
-    assert set(policies) == {"demo-tokenizer", "demo-postgres", "demo-redpanda", "demo-minio"}
+    assert set(policies) == {"demo-tokenizer", "demo-postgres", "demo-kafka", "demo-s3"}
     clients = policies["demo-postgres"]["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
     assert clients == {"exchange.dev/pipeline": "demo", "exchange.dev/engine-client": "true"}
     labelled = {

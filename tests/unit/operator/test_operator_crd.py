@@ -78,4 +78,4 @@ def test_cel_rules_of_the_crd_are_the_rules_the_operator_checks():
         for _, node in _walk(loaded["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"])
         for v in node.get("x-kubernetes-validations", [])
     ]
-    assert len(rules) == 6  # ingress x2, auth, postgres, kafka, s3
+    assert len(rules) == 9  # ingress x2, auth, postgres, kafka x2, s3 x2, s3 managed

@@ -39,6 +39,16 @@ def test_integer_quantities_are_kept_as_text():
         ({"engines": {"s3": {"secretRef": {"name": "s3"}}}}, "mode managed forbids it"),
         ({"ingress": {"tls": {"secretName": "tls"}}}, "ingress.tls requires at least one host"),
         ({"ingress": {"enabled": True}}, "ingress.enabled requires"),
+        ({"engines": {"s3": {"managed": {"flavor": "s3proxy"}}}}, "flavor s3proxy requires image"),
+        (
+            {"engines": {"kafka": {"mode": "external", "secretRef": {"name": "k"}, "managed": {"flavor": "redpanda"}}}},
+            "engines.kafka: managed.flavor is for mode managed",
+        ),
+        (
+            {"engines": {"s3": {"mode": "external", "secretRef": {"name": "s"}, "managed": {"flavor": "minio"}}}},
+            "engines.s3: managed.flavor is for mode managed",
+        ),
+        ({"engines": {"kafka": {"managed": {"flavor": "zookeeper-kafka"}}}}, "redpanda"),
         ({"surprise": 1}, "Extra inputs are not permitted"),
     ],
 )
