@@ -215,7 +215,7 @@ class IgnoreRule:
     regex: re.Pattern[str]
     negate: bool
     prefix: str
-    """The pattern's literal leading directories (no wildcard), to prune walks."""
+    """What every path the pattern matches starts with (its text before any wildcard), to prune walks."""
 
 
 def dockerignore_rules(text: str) -> list[IgnoreRule]:
@@ -228,7 +228,8 @@ def dockerignore_rules(text: str) -> list[IgnoreRule]:
         negate = pattern.startswith("!")
         pattern = os.path.normpath(pattern.lstrip("!").strip()).lstrip("/")
         literal = re.split(r"[*?\[\\]", pattern, maxsplit=1)[0]
-        prefix = literal.rsplit("/", 1)[0] if "/" in literal else ""
+        # Without a wildcard the pattern names one path (and what is under it).
+        prefix = literal + "/" if literal == pattern else literal
         rules.append(IgnoreRule(re.compile(_glob_regex(pattern)), negate, prefix))
     return rules
 
@@ -282,12 +283,9 @@ def context_files(root: Path, rules: Sequence[IgnoreRule]) -> list[str]:
     negations = [rule for rule in rules if rule.negate]
 
     def may_hold_included(rel_dir: str) -> bool:
-        for rule in negations:
-            if not rule.prefix or rule.prefix == rel_dir or rule.prefix.startswith(rel_dir + "/"):
-                return True
-            if rel_dir.startswith(rule.prefix + "/"):
-                return True
-        return False
+        """Whether a `!` pattern could re-include something under an excluded directory."""
+        under = rel_dir + "/"
+        return any(under.startswith(rule.prefix) or rule.prefix.startswith(under) for rule in negations)
 
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(root):
