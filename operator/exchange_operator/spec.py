@@ -137,7 +137,12 @@ class IngressRoute(Model):
     """Where one service is published through the Ingress."""
 
     host: str | None = Field(None, description="Host name to match; absent matches every host.")
-    path: str = Field("/", pattern=r"^/", description="Path prefix routed to the service.")
+    path: str = Field(
+        "/",
+        pattern=r"^/",
+        description="Path prefix routed to the service, passed through unchanged: a prefix of what the service "
+        "serves (ingest: `/v1/ingest`, `/v1/ingest/bulk`; query: `/graphql`), such as `/`, `/v1` or `/graphql`.",
+    )
 
 
 class IngressTLS(Model):

@@ -55,11 +55,12 @@ def build_ingresses(spec: ExchangePipelineSpec, meta: Meta) -> list[Manifest]:
 
 
 def endpoint_url(spec: ExchangePipelineSpec, meta: Meta, component: str) -> str:
-    """Public URL through the Ingress when exposed, else the in-cluster Service URL."""
+    """Public URL through the Ingress when exposed, else the in-cluster Service URL.
+
+    The Ingress passes paths through unchanged (the route's path only selects what goes to the
+    service), so the URL is the host plus the service's own path, whatever the route's prefix."""
     route = _route(spec, component)
     if route is None:
         return f"http://{meta.service_host(component)}{URL_SUFFIX[component]}"
     scheme = "https" if spec.ingress.tls else "http"
-    host = route.host or "localhost"
-    path = route.path.rstrip("/")
-    return f"{scheme}://{host}{path}{URL_SUFFIX[component]}"
+    return f"{scheme}://{route.host or 'localhost'}{URL_SUFFIX[component]}"

@@ -154,6 +154,24 @@ def test_a_sample_pipeline_is_accepted_by_the_generated_crd(tools: Tools, sample
     assert "exchangepipeline.exchange.dev/" in result.stdout
 
 
+@pytest.mark.parametrize("sample", sorted(p.name for p in SAMPLES.glob("*.yaml")))
+def test_what_the_operator_builds_from_a_sample_passes_a_strict_dry_run_and_the_restricted_profile(
+    tools: Tools, sample: str
+):
+    from exchange_operator.builders import Meta, build_children
+    from exchange_operator.builders.secrets import build_generated_secrets
+    from exchange_operator.spec import parse_spec
+
+    namespace = "pkg-children-" + sample.removesuffix(".yaml")
+    tools.namespace(namespace, {"pod-security.kubernetes.io/warn": "restricted"})
+    pipeline = yaml.safe_load((SAMPLES / sample).read_text())
+    spec, meta = parse_spec(pipeline["spec"]), Meta(pipeline["metadata"]["name"], namespace)
+    children = [*build_generated_secrets(spec, meta, {}), *build_children(spec, meta)]
+    result = tools.dry_run(yaml.safe_dump_all(children), namespace)
+    assert result.stdout.count("(server dry run)") == len(children)
+    assert "PodSecurity" not in result.stderr and "violate" not in result.stderr, result.stderr
+
+
 def test_a_broken_sample_is_refused_with_the_crd_rule_message(tools: Tools):
     tools.namespace("pkg-samples")
     pipeline = yaml.safe_load((SAMPLES / "production.yaml").read_text())

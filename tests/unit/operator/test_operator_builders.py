@@ -268,6 +268,13 @@ def test_ingress_has_class_hosts_and_tls(meta):
     assert endpoint_url(spec, meta, "query") == "https://q.example.org/graphql"
 
 
+def test_the_endpoints_through_an_ingress_are_the_services_own_paths_whatever_the_route_prefix(meta):
+    routes = {"enabled": True, "ingest": {"path": "/v1/ingest"}, "query": {"path": "/graphql", "host": "q.local"}}
+    spec = parse_spec({"ingress": routes})
+    assert endpoint_url(spec, meta, "ingest") == "http://localhost"  # clients POST {base}/v1/ingest
+    assert endpoint_url(spec, meta, "query") == "http://q.local/graphql"  # not /graphql/graphql
+
+
 def test_without_ingress_the_endpoints_are_in_cluster(spec, meta):
     assert build_ingresses(spec, meta) == []
     assert endpoint_url(spec, meta, "ingest") == "http://demo-ingest.health.svc"
