@@ -62,6 +62,10 @@ kube-down: ## stop the local node and undo its changes to the host (state in .de
 images: deps ## build every image (services, operator, Postgres, Kafka, S3) and load it into the local node
 	@$(PY) -m exchange_devtools images
 
+.PHONY: kube-operator
+kube-operator: deps ## install or upgrade the operator in-cluster from charts/exchange-operator (after kube-up and images)
+	@$(PY) -m exchange_devtools kube-operator
+
 .PHONY: engines-report
 engines-report: deps engines ## time-to-ready and idle RSS of each engine
 	@$(PY) -m exchange_devtools engines-report

@@ -1,6 +1,6 @@
 """`python -m exchange_devtools COMMAND`: the local stack commands behind the Makefile.
 
-Commands: dev-up, dev-down, kube-up, kube-down, engines-report, images. Each lives in its own module;
+Commands: dev-up, dev-down, kube-up, kube-down, kube-operator, engines-report, images. Each lives in its own module;
 this file only dispatches, so importing one stack never imports the other.
 """
 
@@ -16,6 +16,7 @@ COMMANDS = {
     "kube-down": "exchange_devtools.kube_stack:down",
     "engines-report": "exchange_devtools.report:main",
     "images": "exchange_devtools.images:main",
+    "kube-operator": "exchange_devtools.kube_operator:main",
 }
 
 

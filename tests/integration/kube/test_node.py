@@ -4,8 +4,6 @@ and the API from inside a pod. Each test works in its own namespace (`kube_names
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -14,7 +12,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from exchange_devtools.fixtures.kube_node import KubeNode
+from exchange_devtools.fixtures.kube_node import KubeNode, devtools
 
 SERVICES_IMAGE = "localhost/exchange:dev"
 BUSYBOX_IMAGE = "localhost/busybox:1.35.0"
@@ -145,6 +143,7 @@ def test_a_deployment_of_the_services_image_becomes_ready(kube_node: KubeNode, k
 def test_a_pod_resolves_and_reaches_a_service_by_its_dns_name(kube_node: KubeNode, kube_namespace: str) -> None:
     kube_node.apply(kube_namespace, *tokenizer())
     wait_rollout(kube_node, kube_namespace, "tokenizer")
+    cluster_ip = kube_node.wait_for_service(kube_namespace, "tokenizer")
     fqdn = f"tokenizer.{kube_namespace}.svc.cluster.local"
     kube_node.apply(
         kube_namespace,
@@ -153,7 +152,6 @@ def test_a_pod_resolves_and_reaches_a_service_by_its_dns_name(kube_node: KubeNod
         ),
     )
     log = pod_succeeded(kube_node, kube_namespace, "client")
-    cluster_ip = kube_node.kubectl("-n", kube_namespace, "get", "svc", "tokenizer", "-o", "jsonpath={.spec.clusterIP}")
     assert cluster_ip in log  # nslookup answered with the Service's address
     assert '"status":"ready"' in log.replace(" ", "")
 
@@ -215,7 +213,7 @@ def test_an_ingress_routes_a_request_from_the_host_to_a_pod(kube_node: KubeNode,
         except (urllib.error.URLError, OSError, ValueError):
             return None
 
-    assert eventually(get, what="the ingress to route to the tokenizer") == {"status": "ready"}
+    assert eventually(get, what="the ingress to route to the tokenizer")["status"] == "ready"
     # The class is the default one, so the Ingress needed no ingressClassName.
     assert kube_node.kubectl("get", "ingressclass", "skipper", "-o", "jsonpath={.spec.controller}") == (
         "zalando.org/skipper"
@@ -278,9 +276,7 @@ def test_a_pod_calls_the_api_with_its_service_account_token(kube_node: KubeNode,
 
 def test_kube_up_again_reuses_the_running_node(kube_node: KubeNode) -> None:
     started = time.monotonic()
-    out = subprocess.run(
-        [sys.executable, "-m", "exchange_devtools", "kube-up"], capture_output=True, text=True, timeout=120, check=False
-    )
+    out = devtools("kube-up", timeout=120)
     assert out.returncode == 0, out.stderr
     assert "already running" in out.stdout
     assert time.monotonic() - started < 30
