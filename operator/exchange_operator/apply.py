@@ -94,11 +94,11 @@ class KubeClient:
         headers = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
-        if self._auth.refresh_api_key_hook is not None:
-            self._auth.refresh_api_key_hook(self._auth)
-        token = self._auth.get_api_key_with_prefix("authorization")
-        if token:
-            headers["Authorization"] = token
+        # The library's own mapping: a kubeconfig token and the in-cluster ServiceAccount token
+        # (re-read as it rotates) both land in the `BearerToken` setting.
+        bearer = self._auth.auth_settings().get("BearerToken")
+        if bearer and bearer["value"]:
+            headers["Authorization"] = str(bearer["value"])
         return headers
 
     async def _request(
