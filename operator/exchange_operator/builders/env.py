@@ -52,6 +52,10 @@ def config_data(spec: ExchangePipelineSpec, meta: Meta) -> dict[str, str]:
         "S3_BUCKET_RAW": spec.engines.s3.bucket,
         "KAFKA_TOPIC_PARTITIONS": str(spec.engines.kafka.partitions),
         "PIPELINE_NAME": meta.name,
+        # The migrate Job owns the schema; the services' roles cannot create it (with ENV=local
+        # ingest and the normalizer would otherwise migrate on start and crash-loop on privileges).
+        "INGEST_MIGRATE_ON_START": "false",
+        "NORMALIZER_MIGRATE_ON_START": "false",
     }
     if auth.mode == "jwt":
         data |= {"JWT_ISSUER": auth.issuer or "", "JWT_AUDIENCE": auth.audience or "", "JWKS_URL": auth.jwks_url or ""}

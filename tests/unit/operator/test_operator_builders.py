@@ -295,3 +295,17 @@ def test_every_service_has_a_pdb_that_never_blocks_a_drain(spec, meta):
     assert sorted(p["metadata"]["name"] for p in pdbs) == sorted(f"demo-{c}" for c in COMPONENTS)
     assert "demo-relay" in {p["metadata"]["name"] for p in pdbs}
     assert {p["spec"]["maxUnavailable"] for p in pdbs} == {1}
+
+
+def test_services_in_the_cluster_never_migrate_on_start_even_with_dev_auth(meta):
+    """The migrate Job owns the schema; with ENV=local the services would migrate as their own
+    roles, which may not create anything, and crash-loop (seen on the first real cluster run)."""
+    from exchange.ingest.settings import IngestSettings
+    from exchange.normalizer.settings import NormalizerSettings
+
+    data = config_data(parse_spec({"auth": {"mode": "dev"}}), meta)
+    assert data["ENV"] == "local"
+    secrets = {"S3_ACCESS_KEY_ID": "k", "S3_SECRET_ACCESS_KEY": "s", "S3_ENDPOINT_URL": "http://s3:9000"}
+    env = {**data, **secrets, "DATABASE_URL": "postgresql://u:p@h/db"}
+    assert IngestSettings(**env).migrate_on_start is False
+    assert NormalizerSettings(**env).migrate_on_start is False
