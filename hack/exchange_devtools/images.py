@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import fcntl
 import hashlib
 import io
 import json
@@ -1014,7 +1015,17 @@ def main(argv: list[str]) -> int:
         help="containerd socket (default: $CONTAINERD_ADDRESS or .dev/kube/run/containerd.sock)",
     )
     args = parser.parse_args(argv)
-    build_all(args.names, address=None if args.no_load else args.address.resolve())
+    address = None if args.no_load else args.address.resolve()
+    if address is not None:
+        _check_socket(address)  # before waiting for the lock or building anything
+    IMAGES_DIR.mkdir(parents=True, exist_ok=True)
+    with open(IMAGES_DIR / ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            sys.stderr.write(f"waiting for another `images` run ({IMAGES_DIR / '.lock'})\n")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        build_all(args.names, address=address)
     return 0
 
 
