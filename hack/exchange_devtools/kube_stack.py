@@ -127,6 +127,8 @@ def _require_everything() -> None:
     for binary, installer in {**NODE_BINARIES, KUBE_APISERVER_BIN: "kube.sh", KUBECTL_BIN: "kube.sh"}.items():
         require_binary(binary, installer)
     require_binary(ETCD_BIN, "etcd.sh")
+    if len(str(PATHS.containerd_socket)) > 100:  # sun_path holds 108 bytes
+        raise EngineError(f"the checkout's path is too long for containerd's socket ({PATHS.containerd_socket})")
 
 
 def _kubeconfigs(server: str, pki: Pki, certs: dict[str, tuple[Path, Path]]) -> dict[str, Path]:
