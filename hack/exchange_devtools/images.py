@@ -774,7 +774,7 @@ class Buildah:
 
     def images(self) -> dict[str, str]:
         """Reference -> image id of every named image in this storage."""
-        raw = self.run("images", "--json", what="buildah images").strip()
+        raw = self.run("images", "--json", "--no-trunc", what="buildah images").strip()
         found: dict[str, str] = {}
         for image in json.loads(raw) if raw else []:
             for name in image.get("names") or []:
@@ -861,7 +861,7 @@ def build_debian(buildah: Buildah, spec: ImageSpec, images: Mapping[str, str]) -
     ROOTFS_DIR.mkdir(parents=True, exist_ok=True)
     rootfs = ROOTFS_DIR / f"debian-{DEBIAN_SUITE}.tar"
     if stamp.get("key") != key or not rootfs.exists():
-        tmp = rootfs.with_name(rootfs.name + ".tmp")
+        tmp = rootfs.with_name(f".debian-{DEBIAN_SUITE}.tmp.tar")  # mmdebstrap picks the format by extension
         argv = [
             mmdebstrap,
             *MMDEBSTRAP_OPTIONS,
@@ -886,7 +886,7 @@ def build_debian(buildah: Buildah, spec: ImageSpec, images: Mapping[str, str]) -
 
 def _image_id_of_archive(buildah: Buildah, spec: ImageSpec) -> str:
     _, digest = archive_manifest_digest(spec.archive)
-    raw = buildah.run("images", "--json", what="buildah images")
+    raw = buildah.run("images", "--json", "--no-trunc", what="buildah images")
     for image in json.loads(raw or "[]"):
         if image.get("digest") == digest or digest in (image.get("digests") or []):
             return str(image["id"])
