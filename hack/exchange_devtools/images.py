@@ -687,7 +687,7 @@ def containerd_images(address: Path) -> dict[str, str]:
     """Reference -> target digest of every image in containerd's k8s.io namespace."""
     _check_socket(address)
     out = subprocess.run(
-        [str(_ctr()), "--address", str(address), "--namespace", NAMESPACE, "images", "ls"],
+        [str(_ctr()), "--address", str(address.absolute()), "--namespace", NAMESPACE, "images", "ls"],
         capture_output=True,
         text=True,
         check=False,
@@ -722,7 +722,7 @@ def load_archive(archive: Path, ref: str, *, address: Path) -> bool:
 def _import(archive: Path, address: Path) -> None:
     # The full reference is inside the archive: no --base-name or --index-name, which would add names.
     out = subprocess.run(
-        [str(_ctr()), "--address", str(address), "--namespace", NAMESPACE, "images", "import", str(archive)],
+        [str(_ctr()), "--address", str(address.absolute()), "--namespace", NAMESPACE, "images", "import", str(archive)],
         capture_output=True,
         text=True,
         check=False,
