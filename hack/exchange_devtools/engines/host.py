@@ -60,7 +60,15 @@ def write_sysctl(name: str, value: str) -> None:
             _sysctl_path(name).write_text(value)
 
 
-HOST_PATHS = ("/var/lib/cni", "/var/log/containers", "/var/run/netns", "/run/containerd", "/var/lib/kubelet")
+HOST_PATHS = (
+    "/var/lib/cni",
+    "/var/log/containers",
+    "/var/run/netns",
+    "/run/containerd",
+    "/var/run/nri",
+    "/opt/containerd",
+    "/var/lib/kubelet",
+)
 """Fixed host paths the runtime or the kubelet create whatever their configuration says
 (CNI's result cache, the kubelet's container log links, ...): removed on teardown when the node made them."""
 

@@ -171,9 +171,15 @@ def containerd_config(paths: NodePaths) -> str:
     return f"""version = 2
 root = "{paths.containerd_root}"
 state = "{paths.containerd_state}"
+# NRI would open a socket under /var/run/nri; nothing here uses it.
+disabled_plugins = ["io.containerd.nri.v1.nri"]
 [grpc]
   address = "{paths.containerd_socket}"
+[ttrpc]
+  address = "{paths.containerd_socket}.ttrpc"
 [plugins]
+  [plugins."io.containerd.internal.v1.opt"]
+    path = "{paths.containerd_state}/opt"
   [plugins."io.containerd.grpc.v1.cri"]
     sandbox_image = "{PAUSE_IMAGE}"
     restrict_oom_score_adj = true
