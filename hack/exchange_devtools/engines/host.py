@@ -183,16 +183,23 @@ def remove_kubepods_cgroups() -> None:
 # --- what a test compares -----------------------------------------------------------------------
 
 
-NODE_PROCESSES = ("etcd", "kube-", "kubelet", "containerd", "coredns", "skipper", "local-path")
-"""Process names (as `ss` shows them) of the node and its add-ons: the listening check counts only
-theirs, since a test session's other engines come and go on loopback ports meanwhile."""
+def _node_owned(pid: int, marker: str) -> bool:
+    """A process of the node: its command line names the node's state dir, or it runs in a pod."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        cgroup = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return False
+    return marker in cmdline or "kubepods" in cgroup
 
 
-def _listening() -> set[str]:
+def _listening(marker: str) -> set[str]:
+    """Listening sockets of the node's processes (a test session's other engines come and go meanwhile)."""
     out = subprocess.run(["ss", "-Hltnup"], capture_output=True, text=True, check=False).stdout
     found = set()
     for fields in (line.split() for line in out.splitlines()):
-        if len(fields) >= 7 and any(f'(("{name}' in fields[6] for name in NODE_PROCESSES):
+        pids = [int(p) for p in re.findall(r"pid=(\d+)", fields[-1])] if len(fields) >= 7 else []
+        if any(_node_owned(pid, marker) for pid in pids):
             found.add(f"{fields[0]} {fields[4]} {fields[6].split(',')[0]}")
     return found
 
@@ -221,14 +228,15 @@ class HostSnapshot:
     paths: frozenset[str] = frozenset()
 
     @classmethod
-    def capture(cls) -> HostSnapshot:
+    def capture(cls, marker: str) -> HostSnapshot:
+        """The host now; `marker` (the node's state dir) tells the node's processes from others."""
         links = _ip("-o", "link", "show").stdout
         mounts = Path("/proc/self/mountinfo").read_text().splitlines()
         return cls(
             sysctls={name: read_sysctl(name) for name in SYSCTLS},
             links=frozenset(line.split(":")[1].strip().split("@")[0] for line in links.splitlines() if ":" in line),
             addresses=frozenset(" ".join(line.split()[1:4]) for line in _ip("-o", "addr", "show").stdout.splitlines()),
-            listening=frozenset(_listening()),
+            listening=frozenset(_listening(marker)),
             rules=frozenset(_rules()),
             mounts=frozenset(line.split()[4] for line in mounts),
             cgroups=frozenset(str(p) for p in kubepods_cgroups()),
