@@ -21,7 +21,16 @@ from exchange_operator.status import build_status
 
 Manifest = dict[str, Any]
 T = TypeVar("T")
-PRUNED_KINDS = ("Deployment", "StatefulSet", "Service", "Ingress", "NetworkPolicy", "PodDisruptionBudget", "Job")
+PRUNED_KINDS = (
+    "Deployment",
+    "StatefulSet",
+    "Service",
+    "ServiceAccount",
+    "Ingress",
+    "NetworkPolicy",
+    "PodDisruptionBudget",
+    "Job",
+)
 """Kinds whose unwanted children are deleted; Secrets and PVCs never are (data and credentials)."""
 MAX_MESSAGE = 400
 

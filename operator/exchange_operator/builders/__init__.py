@@ -9,6 +9,7 @@ from __future__ import annotations
 from exchange_operator.builders.common import Manifest, Meta
 from exchange_operator.builders.configmaps import build_config_map, build_postgres_init_config_map
 from exchange_operator.builders.deployments import build_deployments
+from exchange_operator.builders.identity import build_service_accounts
 from exchange_operator.builders.ingress import build_ingresses
 from exchange_operator.builders.jobs import build_jobs
 from exchange_operator.builders.network import build_network_policies
@@ -28,6 +29,7 @@ def build_children(spec: ExchangePipelineSpec, meta: Meta) -> list[Manifest]:
         *([init] if init else []),
         *build_services(spec, meta),
         *build_network_policies(spec, meta),
+        *build_service_accounts(spec, meta),
         *build_statefulsets(spec, meta),
         *build_deployments(spec, meta),
         *build_pdbs(spec, meta),

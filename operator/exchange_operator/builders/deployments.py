@@ -2,7 +2,8 @@
 
 One image, one entrypoint per service (`exchange serve <component>`), probes on `/readyz` and
 `/healthz` (the `http` port, or a worker's `metrics` port), the `restricted` security context with
-a read-only root filesystem, env from the pipeline ConfigMap plus the Secrets each service needs.
+a read-only root filesystem, env from the pipeline ConfigMap plus the Secrets each service needs,
+its own ServiceAccount and the normalizer → tokenizer workload identity (builders.identity).
 `spec.suspend` scales all to zero.
 """
 
@@ -36,6 +37,7 @@ from exchange_operator.builders.env import (
     tokenization_secret,
     uses_engines,
 )
+from exchange_operator.builders.identity import identity_env, identity_volumes, pod_identity
 from exchange_operator.spec import COMPONENTS, ExchangePipelineSpec
 
 
@@ -77,7 +79,10 @@ def build_deployment(spec: ExchangePipelineSpec, meta: Meta, component: str) -> 
             }
         )
         mounts.append({"name": "tokenization", "mountPath": TOKENIZATION_MOUNT, "readOnly": True})
-    env = [{"name": "SERVICE_NAME", "value": component}]
+    identity, identity_mounts = identity_volumes(meta, component)
+    volumes += identity
+    mounts += identity_mounts
+    env = [{"name": "SERVICE_NAME", "value": component}, *identity_env(meta, component)]
     port_name, port = probe_port(component)
     if component in WORKER_PORT_ENV:
         env.append({"name": WORKER_PORT_ENV[component], "value": str(port)})
@@ -113,7 +118,7 @@ def build_deployment(spec: ExchangePipelineSpec, meta: Meta, component: str) -> 
                     "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
                 },
                 "spec": {
-                    "automountServiceAccountToken": False,
+                    **pod_identity(meta, component),
                     "enableServiceLinks": False,
                     "securityContext": pod_security_context(),
                     "imagePullSecrets": pull_secrets(spec),

@@ -134,15 +134,7 @@ class JWTVerifier:
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("expected a bearer token")
         if token == DEV_TOKEN:
-            if self.settings.is_local:
-                return Principal(
-                    subject="dev",
-                    tenant=self.settings.dev_tenant,
-                    scopes=frozenset({"*"}),
-                    roles=frozenset({"dev"}),
-                    is_dev=True,
-                )
-            raise Unauthorized("development token refused outside ENV=local")
+            return self._dev_principal()
         if self.verified is not None and (hit := self.verified.get(token)) is not None:
             return hit.principal
         principal, usable_until = await self._verify(token)
@@ -150,8 +142,25 @@ class JWTVerifier:
             self.verified[token] = _Verified(principal, usable_until)  # not kept if already past its ttu
         return principal
 
+    def _dev_principal(self) -> Principal:
+        """`Bearer dev`: every scope when ENV=local, refused elsewhere."""
+        if self.settings.is_local:
+            return Principal(
+                subject="dev",
+                tenant=self.settings.dev_tenant,
+                scopes=frozenset({"*"}),
+                roles=frozenset({"dev"}),
+                is_dev=True,
+            )
+        raise Unauthorized("development token refused outside ENV=local")
+
     async def _verify(self, token: str) -> tuple[Principal, float]:
         """Check the token's signature and claims: its Principal, and until when it may be used."""
+        claims = await self._claims(token, issuer=self.settings.jwt_issuer, audience=self.settings.jwt_audience)
+        return self._principal(claims), float(claims["exp"]) + self.settings.jwt_leeway_seconds
+
+    async def _claims(self, token: str, *, issuer: str | None, audience: str | None) -> dict[str, Any]:
+        """The claims of a token whose signature, algorithm, key, `iss`, `aud` and `exp` check out."""
         if self.jwks is None:
             raise Unauthorized("token verification is not configured")
         try:
@@ -172,8 +181,8 @@ class JWTVerifier:
                 token,
                 key=key.key,
                 algorithms=[alg],
-                audience=self.settings.jwt_audience,
-                issuer=self.settings.jwt_issuer,
+                audience=audience,
+                issuer=issuer,
                 leeway=self.settings.jwt_leeway_seconds,
                 options={"require": ["exp", "iss", "aud", "sub"]},
             )
@@ -185,7 +194,7 @@ class JWTVerifier:
             raise Unauthorized("token issuer not accepted") from exc
         except jwt.PyJWTError as exc:
             raise Unauthorized("token rejected") from exc
-        return self._principal(claims), float(claims["exp"]) + self.settings.jwt_leeway_seconds
+        return claims
 
     def _principal(self, claims: dict[str, Any]) -> Principal:
         raw_scopes = claims.get("scope", claims.get("scp", []))

@@ -8,7 +8,8 @@ concerns it needs; each field's description says what it is and why.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
@@ -167,11 +168,75 @@ class AuthSettings(ExchangeSettings):
     )
     dev_tenant: str = Field("dev", alias="DEV_TENANT", description="Tenant of `Bearer dev` (local only).")
 
+    @property
+    def partner_jwt_required(self) -> bool:
+        """Whether JWT_ISSUER, JWT_AUDIENCE and JWKS_URL must be set: outside ENV=local, unless the
+        service verifies other tokens (ServiceTokenSettings)."""
+        return not self.is_local
+
     @model_validator(mode="after")
     def _jwt_complete_outside_local(self) -> AuthSettings:
-        if not self.is_local and not (self.jwt_issuer and self.jwt_audience and self.jwks_url):
+        if self.partner_jwt_required and not (self.jwt_issuer and self.jwt_audience and self.jwks_url):
             raise ValueError("JWT_ISSUER, JWT_AUDIENCE and JWKS_URL are required unless ENV=local")
         bad = [a for a in self.jwt_algorithms if a.upper().startswith("HS") or a.lower() == "none"]
         if bad:
             raise ValueError(f"JWT_ALGORITHMS must be asymmetric; refused {bad}")
+        return self
+
+
+SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+"""Where the kubelet mounts a Pod's own ServiceAccount token and the cluster CA."""
+
+
+class ServiceTokenSettings(AuthSettings):
+    """Callers that are workloads of the same cluster (workload identity, ADR 0008).
+
+    `SERVICE_AUTH=serviceaccount` makes a service accept Kubernetes ServiceAccount tokens of exactly
+    one ServiceAccount (`SERVICE_TOKEN_SUBJECT`) bound to its audience, verified against the cluster's
+    service-account issuer keys; the partner JWT settings (`JWT_ISSUER`, ...) are then not used. The
+    JWT_ALGORITHMS, JWT_LEEWAY_SECONDS, JWKS_CACHE_SECONDS and JWT_CACHE_* settings apply to both.
+    """
+
+    service_auth: Literal["jwt", "serviceaccount"] = Field(
+        "jwt",
+        alias="SERVICE_AUTH",
+        description="How callers authenticate: `jwt` (partner tokens from JWKS_URL; `Bearer dev` when ENV=local) "
+        "or `serviceaccount` (ServiceAccount tokens of SERVICE_TOKEN_SUBJECT only, even when ENV=local).",
+    )
+    service_token_audience: str | None = Field(
+        None, alias="SERVICE_TOKEN_AUDIENCE", description="The `aud` a caller's token must carry: this service."
+    )
+    service_token_subject: str | None = Field(
+        None,
+        alias="SERVICE_TOKEN_SUBJECT",
+        pattern=r"^system:serviceaccount:[a-z0-9]([-a-z0-9]*[a-z0-9])?:[a-z0-9]([-.a-z0-9]*[a-z0-9])?$",
+        description="The one caller accepted: `system:serviceaccount:<namespace>:<name>`.",
+    )
+    service_token_issuer: str | None = Field(
+        None,
+        alias="SERVICE_TOKEN_ISSUER",
+        description="Expected `iss`; unset: the API server's own (its /.well-known/openid-configuration).",
+    )
+    kubernetes_api_url: str = Field(
+        "https://kubernetes.default.svc",
+        alias="KUBERNETES_API_URL",
+        description="API server serving the issuer's discovery document and keys (/openid/v1/jwks).",
+    )
+    kubernetes_ca_file: Path = Field(
+        SERVICE_ACCOUNT_DIR / "ca.crt", alias="KUBERNETES_CA_FILE", description="CA of the API server."
+    )
+    kubernetes_token_file: Path = Field(
+        SERVICE_ACCOUNT_DIR / "token",
+        alias="KUBERNETES_TOKEN_FILE",
+        description="This Pod's own token, sent to read the keys (re-read as the kubelet rotates it).",
+    )
+
+    @property
+    def partner_jwt_required(self) -> bool:
+        return not self.is_local and self.service_auth == "jwt"
+
+    @model_validator(mode="after")
+    def _service_token_complete(self) -> ServiceTokenSettings:
+        if self.service_auth == "serviceaccount" and not (self.service_token_audience and self.service_token_subject):
+            raise ValueError("SERVICE_AUTH=serviceaccount requires SERVICE_TOKEN_AUDIENCE and SERVICE_TOKEN_SUBJECT")
         return self

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 
-from exchange.core.errors import ConfigError
 from exchange.core.settings import DatabaseSettings, KafkaSettings, S3Settings, ServiceSettings
+from exchange.core.workload_identity import TokenFile
 
 SOURCE_TOPIC = "record.ingested.v1"
 DLQ_TOPIC = "record.ingested.v1.dlq"
@@ -29,7 +30,8 @@ class NormalizerSettings(ServiceSettings, DatabaseSettings, S3Settings, KafkaSet
     tokenizer_token_file: Path | None = Field(
         None,
         alias="TOKENIZER_TOKEN_FILE",
-        description="File holding that bearer token, re-read on every call (a rotated Secret or projected token).",
+        description="File holding that bearer token (on a cluster: the projected ServiceAccount token whose "
+        "audience is the tokenizer), read again whenever it changes.",
     )
     tokenizer_timeout: float = Field(5.0, alias="TOKENIZER_TIMEOUT", description="Seconds per tokenizer call.")
     tokenizer_batch: int = Field(
@@ -95,11 +97,10 @@ class NormalizerSettings(ServiceSettings, DatabaseSettings, S3Settings, KafkaSet
         key = self.normalizer_id_key.get_secret_value() if self.normalizer_id_key else LOCAL_ID_KEY
         return key.encode()
 
-    def tokenizer_bearer(self) -> str:
-        """The bearer for the tokenizer now: the file (re-read), the variable, or `dev` locally."""
+    def tokenizer_credentials(self) -> Callable[[], str]:
+        """The bearer for the tokenizer, asked for on every call: the file (re-read once the kubelet
+        rotates it; ConfigError while it is unreadable), else the variable, else `dev` (ENV=local)."""
         if self.tokenizer_token_file is not None:
-            try:
-                return self.tokenizer_token_file.read_text().strip()
-            except OSError as exc:
-                raise ConfigError(f"TOKENIZER_TOKEN_FILE unreadable ({type(exc).__name__})") from None
-        return self.tokenizer_token.get_secret_value() if self.tokenizer_token else "dev"
+            return TokenFile(self.tokenizer_token_file, "TOKENIZER_TOKEN_FILE")
+        bearer = self.tokenizer_token.get_secret_value() if self.tokenizer_token else "dev"
+        return lambda: bearer

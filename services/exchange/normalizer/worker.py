@@ -283,7 +283,7 @@ async def serve(settings: NormalizerSettings, stop: asyncio.Event, registry: Col
     registry = registry or CollectorRegistry()
     metrics = NormalizerMetrics(registry)
     tokenizer = TokenizerClient(
-        settings.tokenizer_url, settings.tokenizer_bearer, timeout=settings.tokenizer_timeout,
+        settings.tokenizer_url, settings.tokenizer_credentials(), timeout=settings.tokenizer_timeout,
         batch_size=settings.tokenizer_batch,
     )  # fmt: skip
     closers: list[Callable[[], Awaitable[Any]]] = [tokenizer.aclose]

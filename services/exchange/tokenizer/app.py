@@ -10,9 +10,10 @@ from exchange.core.auth import JWTVerifier
 from exchange.core.contracts import load_document
 from exchange.core.http import create_service_app
 from exchange.core.settings import load
+from exchange.core.workload_identity import ServiceAccountVerifier
 from exchange.tokenizer.engine import Tokenizer
 from exchange.tokenizer.secrets import load_secret
-from exchange.tokenizer.service import CONTRACT, TokenizeMetrics, build_router
+from exchange.tokenizer.service import CONTRACT, SCOPE, TokenizeMetrics, build_router
 from exchange.tokenizer.settings import TokenizerSettings
 
 
@@ -29,7 +30,11 @@ def create_app(settings: TokenizerSettings | None = None) -> FastAPI:
     contract = load_document(CONTRACT)
     app = create_service_app("tokenizer", version=contract["info"]["version"])
     app.state.settings = settings
-    app.state.verifier = JWTVerifier(settings)
+    app.state.verifier = (
+        ServiceAccountVerifier(settings, scopes={SCOPE})
+        if settings.service_auth == "serviceaccount"
+        else JWTVerifier(settings)
+    )
     app.state.tokenizer = Tokenizer(secret.value, secret.key_id)
     app.state.tokenize_metrics = TokenizeMetrics(app.state.registry)
     app.include_router(build_router(settings))

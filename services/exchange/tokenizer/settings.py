@@ -6,11 +6,15 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 
-from exchange.core.settings import AuthSettings, ServiceSettings
+from exchange.core.settings import ServiceSettings, ServiceTokenSettings
 
 
-class TokenizerSettings(ServiceSettings, AuthSettings):
-    """The tokenizer service: its secret, batch limits and the shared HTTP/auth settings."""
+class TokenizerSettings(ServiceSettings, ServiceTokenSettings):
+    """The tokenizer service: its secret, batch limits and the shared HTTP/auth settings.
+
+    Callers: partner JWTs with scope `tokenize` (SERVICE_AUTH=jwt, the default; `make dev`), or on a
+    cluster the normalizer's ServiceAccount token only (SERVICE_AUTH=serviceaccount, set by the operator).
+    """
 
     port: int = Field(8082, alias="PORT", description="Port the HTTP server binds to.")
     tokenization_secret_file: Path | None = Field(

@@ -197,7 +197,11 @@ def installed(tools: Tools) -> Iterator[Tools]:
 
 
 def can_i(tools: Tools, verb: str, resource: str, namespace: str = "some-team") -> bool:
-    result = tools.kubectl("auth", "can-i", verb, resource, "--as", SERVICE_ACCOUNT, "-n", namespace, check=False)
+    """`resource` may name a subresource (`serviceaccounts/token`); kubectl would read the part after
+    the slash as an object's name, so it goes in --subresource."""
+    resource, _, subresource = resource.partition("/")
+    sub = ["--subresource", subresource] if subresource else []
+    result = tools.kubectl("auth", "can-i", verb, resource, *sub, "--as", SERVICE_ACCOUNT, "-n", namespace, check=False)
     return result.stdout.strip() == "yes"
 
 
@@ -237,6 +241,7 @@ NEEDED = [
     ("create", "jobs.batch"),
     ("delete", "persistentvolumeclaims"),
     ("create", "events"),
+    *[(verb, "serviceaccounts") for verb in ("create", "patch", "list", "delete")],  # one per service (ADR 0008)
 ]
 
 FORBIDDEN = [
@@ -253,7 +258,9 @@ FORBIDDEN = [
     ("create", "clusterroles.rbac.authorization.k8s.io"),
     ("create", "rolebindings.rbac.authorization.k8s.io"),
     ("create", "customresourcedefinitions.apiextensions.k8s.io"),
-    ("create", "serviceaccounts/token"),
+    ("create", "serviceaccounts/token"),  # the kubelet mints the services' tokens, never the operator
+    ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+    ("create", "tokenreviews.authentication.k8s.io"),
     ("impersonate", "users"),
     ("*", "*"),
 ]

@@ -64,7 +64,7 @@ async def test_a_request_the_tokenizer_refuses_is_poison(tokenizer_app):
         await tok.aclose()
 
 
-async def test_the_token_file_is_read_on_every_call_so_a_rotation_needs_no_restart(tokenizer_app, tmp_path):
+async def test_the_token_file_is_read_again_once_it_changes_so_a_rotation_needs_no_restart(tokenizer_app, tmp_path):
     from exchange.normalizer.settings import NormalizerSettings
 
     token_file = tmp_path / "token"
@@ -73,13 +73,15 @@ async def test_the_token_file_is_read_on_every_call_so_a_rotation_needs_no_resta
         S3_SECRET_ACCESS_KEY="sk-0123456789", KAFKA_BOOTSTRAP_SERVERS="k:9092", NORMALIZER_ID_KEY="id-key-0123456789",
         TOKENIZER_TOKEN_FILE=str(token_file),
     )  # fmt: skip
-    tok = client(tokenizer_app, bearer=settings.tokenizer_bearer)
+    tok = client(tokenizer_app, bearer=settings.tokenizer_credentials())
     try:
         with pytest.raises(DependencyError):  # no file yet: transient, not a crash
             await tok.tokenize([ADA])
         token_file.write_text("not-a-valid-jwt\n")
-        with pytest.raises(DependencyError):  # refused by the tokenizer (production auth): transient
+        with pytest.raises(DependencyError):  # refused by the tokenizer: transient
             await tok.tokenize([ADA])
+        token_file.write_text("dev\n")  # rotated in place: the next call sends the new token
+        assert len(await tok.tokenize([ADA])) == 1
     finally:
         await tok.aclose()
 

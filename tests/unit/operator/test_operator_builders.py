@@ -37,7 +37,16 @@ def _kinds(children):
 def test_a_managed_pipeline_has_every_kind_of_child(spec, meta):
     children = build_children(spec, meta)
     assert _kinds(children) == sorted(
-        ["ConfigMap", "Service", "NetworkPolicy", "StatefulSet", "Deployment", "PodDisruptionBudget", "Job"]
+        [
+            "ConfigMap",
+            "Service",
+            "ServiceAccount",
+            "NetworkPolicy",
+            "StatefulSet",
+            "Deployment",
+            "PodDisruptionBudget",
+            "Job",
+        ]
     )
     names = [(c["kind"], c["metadata"]["name"]) for c in children]
     assert len(names) == len(set(names))
@@ -80,7 +89,8 @@ def test_every_container_runs_restricted(spec, meta, component):
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["capabilities"] == {"drop": ["ALL"]}
-    assert pod["automountServiceAccountToken"] is False
+    # Only the tokenizer holds an API token: it reads the cluster's issuer keys (builders.identity).
+    assert pod["automountServiceAccountToken"] is (component == "tokenizer")
 
 
 def test_all_workloads_in_the_tree_run_restricted(spec, meta):
