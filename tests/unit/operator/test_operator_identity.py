@@ -90,3 +90,36 @@ def test_jobs_and_engines_keep_no_api_token(spec, meta, job):
     for child in build_children(spec, meta):
         if child["kind"] == "StatefulSet":
             assert _pod(child)["automountServiceAccountToken"] is False
+
+
+PRODUCTION_AUTH = {"mode": "jwt", "issuer": "https://id.example", "audience": "api", "jwksUrl": "https://id.example/k"}
+
+
+def _settings_env(spec, meta, component) -> dict[str, str]:
+    """What the container sees: the pipeline ConfigMap plus its env, Secret values made up."""
+    from exchange_operator.builders.env import config_data
+
+    made_up = {"DATABASE_URL": "postgresql://role:pw-0123456789@db/exchange"}
+    env = dict(config_data(spec, meta))
+    for item in _pod(build_deployment(spec, meta, component))["containers"][0]["env"]:
+        env[item["name"]] = item["value"] if "value" in item else made_up.get(item["name"], "from-a-secret-0123456789")
+    return env
+
+
+@pytest.mark.parametrize("mode", ["jwt", "dev"])
+def test_the_normalizer_and_the_tokenizer_accept_the_settings_the_operator_gives_them(meta, mode):
+    """The production normalizer used to stop at start: TOKENIZER_TOKEN(_FILE) was required and not given."""
+    from exchange.core.settings import load
+    from exchange.normalizer.settings import NormalizerSettings
+    from exchange.tokenizer.settings import TokenizerSettings
+
+    spec = parse_spec({"auth": PRODUCTION_AUTH if mode == "jwt" else {"mode": "dev"}})
+    normalizer = load(NormalizerSettings, **_settings_env(spec, meta, "normalizer"))
+    assert str(normalizer.tokenizer_token_file) == TOKENIZER_TOKEN_FILE
+    assert normalizer.tokenizer_url == tokenizer_audience(meta)  # the audience is the URL it calls
+    tokenizer = load(TokenizerSettings, **_settings_env(spec, meta, "tokenizer"))
+    assert tokenizer.service_auth == "serviceaccount"
+    assert (tokenizer.service_token_subject, tokenizer.service_token_audience) == (
+        normalizer_subject(meta),
+        tokenizer_audience(meta),
+    )
