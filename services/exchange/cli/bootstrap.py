@@ -1,4 +1,5 @@
-"""`exchange bootstrap`: create the Kafka topics and the raw-zone bucket (safe to re-run).
+"""`exchange bootstrap`: create the Kafka topics and the raw-zone bucket (safe to re-run), waiting
+up to STARTUP_WAIT_SECONDS for Kafka and S3 to answer.
 
 Run by the operator's bootstrap Job in a cluster and by `make dev` locally.
 """
@@ -14,7 +15,8 @@ from aiokafka.errors import KafkaError
 
 from exchange.core.errors import DependencyError
 from exchange.core.kafka import admin_options
-from exchange.core.settings import KafkaSettings, S3Settings, load
+from exchange.core.settings import KafkaSettings, S3Settings, ServiceSettings, load
+from exchange.core.startup import until_up
 from exchange.core.storage import ensure_bucket, s3_client
 from exchange.core.topics import ALL_TOPICS
 
@@ -49,6 +51,7 @@ def bootstrap_command(
     partitions: Annotated[int, typer.Option(envvar="KAFKA_TOPIC_PARTITIONS", min=1, help="Partitions per topic.")] = 3,
 ) -> None:
     """Create the Kafka topics and the raw-zone bucket (idempotent)."""
-    created = asyncio.run(create_topics(load(KafkaSettings), partitions))
-    asyncio.run(create_bucket(load(S3Settings)))
+    kafka, s3, wait = load(KafkaSettings), load(S3Settings), load(ServiceSettings).startup_wait_seconds
+    created = asyncio.run(until_up("kafka", lambda: create_topics(kafka, partitions), wait))
+    asyncio.run(until_up("s3", lambda: create_bucket(s3), wait))
     typer.echo(f"topics created: {', '.join(created) or 'none (all existed)'}; bucket ready")

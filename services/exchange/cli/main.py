@@ -12,11 +12,14 @@ import importlib
 import sys
 from collections.abc import Callable
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from exchange.core.errors import ConfigError, ExchangeError
+
+if TYPE_CHECKING:
+    from exchange.core.settings import DatabaseSettings
 
 app = typer.Typer(
     name="exchange",
@@ -130,13 +133,26 @@ def serve(
         raise fail(str(exc)) from None
 
 
+async def _postgres_answers(settings: DatabaseSettings) -> None:
+    from exchange.core.db import create_pool
+
+    pool = await create_pool(settings, min_size=1, max_size=1)
+    await pool.close()
+
+
 @app.command()
 def migrate() -> None:
-    """Apply every service's database migrations (idempotent)."""
-    from exchange.core.settings import DatabaseSettings, load
+    """Apply every service's database migrations (idempotent), once Postgres answers (up to
+    STARTUP_WAIT_SECONDS: the migrate Job starts with the database)."""
+    from exchange.core.settings import DatabaseSettings, ServiceSettings, load
+    from exchange.core.startup import until_up
 
     try:
-        dsn = load(DatabaseSettings).database_url.get_secret_value()
+        settings = load(DatabaseSettings)
+        asyncio.run(
+            until_up("postgres", lambda: _postgres_answers(settings), load(ServiceSettings).startup_wait_seconds)
+        )
+        dsn = settings.database_url.get_secret_value()
         for target in MIGRATIONS:
             upgrade = resolve(target, optional=True)
             if upgrade is not None:

@@ -105,6 +105,13 @@ class ServiceSettings(ExchangeSettings):
     log_json: bool = Field(True, alias="LOG_JSON", description="JSON logs (false: console renderer).")
     host: str = Field("127.0.0.1", alias="HOST", description="Address the HTTP server binds to.")
     port: int = Field(8080, alias="PORT", description="Port the HTTP server binds to.")
+    startup_wait_seconds: float = Field(
+        90.0,
+        ge=0,
+        alias="STARTUP_WAIT_SECONDS",
+        description="How long start-up waits for Postgres, Kafka or S3 to answer before giving up: Pods start "
+        "together with their engines (the operator's startup probes allow 120 s).",
+    )
 
 
 class DatabaseSettings(ExchangeSettings):

@@ -13,6 +13,7 @@ from exchange.core.contracts import load_document
 from exchange.core.db import create_pool, pool_readiness
 from exchange.core.http import create_service_app
 from exchange.core.settings import load
+from exchange.core.startup import until_up
 from exchange.core.storage import bucket_readiness, ensure_bucket, s3_client
 from exchange.ingest.idempotency import IdempotencyStore
 from exchange.ingest.metrics import IngestMetrics
@@ -39,13 +40,14 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
             await upgrade_async(settings.database_url.get_secret_value())
-        pool = await create_pool(settings, generic_plans=True)
+        wait = settings.startup_wait_seconds
+        pool = await until_up("postgres", lambda: create_pool(settings, generic_plans=True), wait)
         metrics = IngestMetrics(app.state.registry)
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(pool.close)
             s3 = await stack.enter_async_context(s3_client(settings))
             if settings.is_local:
-                await ensure_bucket(s3, settings.s3_bucket_raw)
+                await until_up("s3", lambda: ensure_bucket(s3, settings.s3_bucket_raw), wait)
             keys = IdempotencyStore(
                 pool, settings.ingest_idempotency_ttl_seconds, settings.ingest_idempotency_lock_seconds
             )

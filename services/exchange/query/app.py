@@ -19,6 +19,7 @@ from exchange.core.errors import PayloadTooLarge
 from exchange.core.http import create_service_app
 from exchange.core.logging import get_logger
 from exchange.core.settings import load
+from exchange.core.startup import until_up
 from exchange.query.db import Database, open_pool
 from exchange.query.limits import extensions
 from exchange.query.loaders import Loaders
@@ -78,7 +79,7 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        pool = await open_pool(settings)
+        pool = await until_up("postgres", lambda: open_pool(settings), settings.startup_wait_seconds)
         try:
             app.state.repo = Repo(Database(pool, app.state.registry))
             app.state.readiness.update(postgres=pool_readiness(pool))
