@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import Any
 
 from aiobotocore.config import AioConfig
@@ -46,11 +46,13 @@ async def s3_client(settings: S3Settings, **config: Any) -> AsyncIterator[Any]:
 
 
 async def ensure_bucket(client: Any, bucket: str) -> None:
-    """Create `bucket` unless it exists (idempotent)."""
+    """Create `bucket` unless it exists (idempotent, also against a concurrent creator: a
+    pipeline's bootstrap Job and a local ingest create the same bucket as they start)."""
     try:
         await client.head_bucket(Bucket=bucket)
     except client.exceptions.ClientError:
-        await client.create_bucket(Bucket=bucket)
+        with suppress(client.exceptions.BucketAlreadyOwnedByYou):
+            await client.create_bucket(Bucket=bucket)
 
 
 def bucket_readiness(client: Any, bucket: str) -> Any:
