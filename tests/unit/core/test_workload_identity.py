@@ -271,6 +271,26 @@ def test_the_token_file_is_read_again_only_once_it_changed(tmp_path, monkeypatch
     assert token() == "second" and len(reads) == 2
 
 
+def test_a_kubelet_style_rotation_through_the_data_symlink_is_seen_at_once(tmp_path):
+    """The kubelet's atomic writer: `token -> ..data/token`, `..data -> ..<timestamp>`; a rotation
+    writes a new timestamped directory and renames a new `..data` link over the old one."""
+    volume = tmp_path / "projected"
+    volume.mkdir()
+
+    def publish(stamp: str, token: str) -> None:
+        (volume / stamp).mkdir()
+        (volume / stamp / "token").write_text(token)
+        (volume / "..data_tmp").symlink_to(stamp)
+        os.replace(volume / "..data_tmp", volume / "..data")
+
+    publish("..2026_12_04_21_00_00.1", "first")
+    (volume / "token").symlink_to("..data/token")
+    token = TokenFile(volume / "token")
+    assert token() == "first"
+    publish("..2026_12_04_21_48_00.2", "second")  # same length, written within the same second
+    assert token() == "second"
+
+
 def test_the_token_file_is_read_again_after_max_age_even_if_it_looks_unchanged(tmp_path):
     path = tmp_path / "token"
     path.write_text("aaaa")
