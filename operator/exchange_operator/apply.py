@@ -27,6 +27,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "Secret": ("api/v1", "secrets"),
     "Service": ("api/v1", "services"),
     "PersistentVolumeClaim": ("api/v1", "persistentvolumeclaims"),
+    "Pod": ("api/v1", "pods"),
     "ServiceAccount": ("api/v1", "serviceaccounts"),
     "Deployment": ("apis/apps/v1", "deployments"),
     "StatefulSet": ("apis/apps/v1", "statefulsets"),

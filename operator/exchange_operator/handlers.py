@@ -5,6 +5,9 @@
 - timer: re-apply and refresh status every `resync_seconds` (readiness changes, missed events).
 - child events: a child deleted or changed by another field manager -> the owner is reconciled
   at once (drift repair), coalesced per pipeline.
+- health events: any change of an owned Deployment, StatefulSet, Job or Pod -> the owner's status
+  is recomputed from its children (refresh.py), coalesced per pipeline: Ready when the last Pod
+  is, Degraded when one crash-loops or cannot get its image.
 - delete (finalizer): PVC retention policy, then kopf removes the finalizer.
 """
 
@@ -18,13 +21,15 @@ import kopf
 
 from exchange_operator import reconcile as rc
 from exchange_operator.apply import KubeApiError, KubeClient
-from exchange_operator.builders.common import MANAGED_BY
+from exchange_operator.builders.common import MANAGED_BY, PIPELINE_LABEL
+from exchange_operator.refresh import refresh_status
 from exchange_operator.settings import OperatorSettings
 from exchange_operator.spec import GROUP, KIND, PLURAL, VERSION, Phase
 from exchange_operator.status import problem_status
 
 SETTINGS = OperatorSettings.from_env()
 SERIALIZER = rc.Serializer()
+STATUS_SERIALIZER = rc.Serializer()
 CHILD_RESOURCES = (
     ("apps", "v1", "deployments"),
     ("apps", "v1", "statefulsets"),
@@ -38,6 +43,13 @@ CHILD_RESOURCES = (
 the few it needs by name and never lists or watches them, so it holds no copy of the cluster's
 Secrets; a generated one deleted by someone else is re-created by the next resync. Not Jobs: they
 are immutable and re-created by the next resync."""
+HEALTH_RESOURCES = (
+    ("apps", "v1", "deployments"),
+    ("apps", "v1", "statefulsets"),
+    ("batch", "v1", "jobs"),
+    ("", "v1", "pods"),
+)
+"""Watched for status: what a pipeline's readiness and health are read from (also filtered by OWNED)."""
 OWNED = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 API_RETRY_SECONDS = 5.0
 Log = logging.Logger | logging.LoggerAdapter[Any]
@@ -68,7 +80,7 @@ def watch_only_owned(settings: kopf.OperatorSettings) -> None:
     """The API server filters the child watches by label: the operator receives only its own
     children, not every Deployment or ConfigMap of the cluster (kopf's `labels=` alone filters
     after receiving them)."""
-    for group, version, plural in CHILD_RESOURCES:
+    for group, version, plural in {*CHILD_RESOURCES, *HEALTH_RESOURCES}:
         settings.watching.label_selectors[group, version, plural] = OWNED
 
 
@@ -126,6 +138,7 @@ async def delete_pipeline(body: kopf.Body, memo: Any, logger: Log, **_: Any) -> 
     except KubeApiError as exc:
         raise kopf.TemporaryError(f"API server: {exc}", delay=API_RETRY_SECONDS) from exc
     SERIALIZER.forget(body["metadata"]["uid"])
+    STATUS_SERIALIZER.forget(f"{body.metadata.namespace}/{body.metadata.name}")
     logger.info("cleanup: %s", outcome)
 
 
@@ -183,3 +196,34 @@ for _group, _version, _plural in CHILD_RESOURCES:
         labels={"app.kubernetes.io/managed-by": MANAGED_BY},  # also filtered server-side: watch_only_owned
         when=_is_drift,  # filtered before the handler runs: no log line per ordinary event
     )(on_child_event)
+
+
+def pipeline_of(body: Mapping[str, Any]) -> str | None:
+    """The pipeline a child or Pod belongs to (Pods carry the label, not an owner reference)."""
+    value = (body.get("metadata", {}).get("labels") or {}).get(PIPELINE_LABEL)
+    return str(value) if value else None
+
+
+async def on_health_event(body: kopf.Body, memo: Any, logger: Log, **_: Any) -> None:
+    """Recompute the status of the pipeline whose workload or Pod changed."""
+    name, namespace = pipeline_of(body), body.metadata.namespace
+    if name is None or namespace is None:
+        return
+    kube: KubeClient = memo.kube
+    try:
+        status = await STATUS_SERIALIZER.run(f"{namespace}/{name}", lambda: refresh_status(kube, namespace, name))
+    except KubeApiError as exc:
+        logger.warning("status refresh of %s/%s failed: %s", namespace, name, exc)
+        return
+    if status is not None:
+        logger.info("%s/%s is %s: %s", namespace, name, status["phase"], status["message"])
+
+
+for _group, _version, _plural in HEALTH_RESOURCES:
+    kopf.on.event(
+        _group,
+        _version,
+        _plural,
+        id=f"health-{_plural}",
+        labels={"app.kubernetes.io/managed-by": MANAGED_BY},  # also filtered server-side: watch_only_owned
+    )(on_health_event)

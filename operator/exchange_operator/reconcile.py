@@ -15,6 +15,7 @@ from exchange_operator.apply import KubeApiError, KubeClient, adopt_all, apply_a
 from exchange_operator.builders import build_children
 from exchange_operator.builders.common import Meta, instance_selector
 from exchange_operator.builders.secrets import build_generated_secrets, generated_secret_names
+from exchange_operator.health import WORKLOAD_KINDS, component_of
 from exchange_operator.settings import OperatorSettings
 from exchange_operator.spec import MAX_NAME_LENGTH, ExchangePipelineSpec, parse_spec
 from exchange_operator.status import build_status
@@ -129,7 +130,10 @@ async def reconcile(
     applied = await apply_all(client, children, settings.field_manager, settings.apply_concurrency)
     if prune_children:
         await prune(client, meta, body["metadata"]["uid"], children)
-    return build_status(spec, meta, body["metadata"].get("generation"), applied, body.get("status"))
+    pods = await client.list("Pod", meta.namespace, instance_selector(meta))
+    expected = [component_of(c) for c in children if c["kind"] in WORKLOAD_KINDS]
+    generation = body["metadata"].get("generation")
+    return build_status(spec, meta, generation, applied, body.get("status"), pods=pods, expected=expected)
 
 
 async def cleanup(client: KubeClient, body: Mapping[str, Any]) -> str:

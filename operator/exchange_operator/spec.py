@@ -438,8 +438,12 @@ class Phase(StrEnum):
 
 PHASE_MEANINGS: dict[Phase, str] = {
     Phase.PROGRESSING: "children applied, some components not ready yet (rollout, first start)",
-    Phase.READY: "every component and Job is ready",
-    Phase.DEGRADED: "a Job failed or a referenced Secret is missing; the operator retries",
+    Phase.READY: "every Job completed and every workload is ready: records are accepted and normalized",
+    Phase.DEGRADED: (
+        "something will not fix itself: a Job failed, a container crash-loops or cannot get its image, a"
+        " service of the record path is scaled to zero, or a referenced Secret is missing; the message"
+        " names the child and the reason"
+    ),
     Phase.SUSPENDED: "spec.suspend is true: services scaled to zero, engines running",
     Phase.FAILED: "the spec is invalid; nothing changes until it is fixed",
 }

@@ -1,8 +1,10 @@
 """Status of a pipeline: phase, conditions, ready/desired per workload, endpoints.
 
-Pure functions over the children the API server returned (the SSA responses carry `status`),
-so computing status costs no extra request. Condition `lastTransitionTime` only moves when the
-condition's status changes.
+Pure functions over the children and Pods the API server returned (see health.py for what makes a
+child not ready or broken). Ready means the pipeline can accept and normalize a record now: every
+Job succeeded and every workload is ready with its latest spec. Degraded means something will not
+fix itself, and the message names the child and Kubernetes' reason. Condition
+`lastTransitionTime` only moves when the condition's status changes.
 """
 
 from __future__ import annotations
@@ -13,43 +15,15 @@ from typing import Any
 
 from exchange_operator.builders.common import Meta
 from exchange_operator.builders.ingress import endpoint_url
+from exchange_operator.health import Problem, not_ready, problems, workloads
 from exchange_operator.spec import ExchangePipelineSpec, Phase
 
 Manifest = dict[str, Any]
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job")
+MAX_MESSAGE = 600
 
 
 def now_rfc3339() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-
-
-def _component_of(obj: Mapping[str, Any]) -> str:
-    return str(obj["metadata"].get("labels", {}).get("app.kubernetes.io/name", obj["metadata"]["name"]))
-
-
-def _job_failed(job: Mapping[str, Any]) -> bool:
-    conditions = job.get("status", {}).get("conditions", [])
-    return any(c.get("type") == "Failed" and c.get("status") == "True" for c in conditions)
-
-
-def workloads(children: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, int]]:
-    """`{component: {ready, desired}}` for Deployments, StatefulSets and Jobs (1 = succeeded)."""
-    out: dict[str, dict[str, int]] = {}
-    for obj in children:
-        kind = obj.get("kind")
-        if kind not in WORKLOAD_KINDS:
-            continue
-        st = obj.get("status") or {}
-        if kind == "Job":
-            ready, desired = (1 if st.get("succeeded") else 0), 1
-        else:
-            ready, desired = int(st.get("readyReplicas") or 0), int(obj["spec"].get("replicas", 1))
-        out[_component_of(obj)] = {"ready": ready, "desired": desired}
-    return out
-
-
-def failed_jobs(children: Iterable[Mapping[str, Any]]) -> list[str]:
-    return sorted(_component_of(o) for o in children if o.get("kind") == "Job" and _job_failed(o))
 
 
 def _condition(
@@ -68,6 +42,10 @@ def _previous_conditions(previous_status: Mapping[str, Any] | None) -> dict[str,
     return {c["type"]: c for c in (previous_status or {}).get("conditions", []) if "type" in c}
 
 
+def _capped(text: str) -> str:
+    return text if len(text) <= MAX_MESSAGE else text[: MAX_MESSAGE - 1] + "…"
+
+
 def build_status(
     spec: ExchangePipelineSpec,
     meta: Meta,
@@ -75,39 +53,43 @@ def build_status(
     children: Iterable[Mapping[str, Any]],
     previous_status: Mapping[str, Any] | None = None,
     now: str | None = None,
+    *,
+    pods: Iterable[Mapping[str, Any]] = (),
+    expected: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The whole status after a successful apply."""
+    """The whole status from the pipeline's children, their Pods, and the workload components the
+    spec wants (`expected`: one missing from `children` keeps the pipeline Progressing)."""
     now = now or now_rfc3339()
     children = list(children)
-    counts = workloads(children)
-    failed = failed_jobs(children)
-    waiting = [f"{name} ({c['ready']}/{c['desired']})" for name, c in counts.items() if c["ready"] < c["desired"]]
+    broken: list[Problem] = problems(children, pods, suspended=spec.suspend)
+    waiting = not_ready(children, expected)
     prev = _previous_conditions(previous_status)
-    if failed:
-        phase, message = Phase.DEGRADED, f"Job failed: {', '.join(failed)}"
+    if broken:
+        phase, message = Phase.DEGRADED, _capped("; ".join(map(str, broken)))
     elif spec.suspend:
         phase, message = Phase.SUSPENDED, "spec.suspend is true: services scaled to zero"
     elif waiting:
-        phase, message = Phase.PROGRESSING, f"waiting for {', '.join(waiting)}"
+        phase, message = Phase.PROGRESSING, _capped(f"waiting for {', '.join(waiting)}")
     else:
-        phase, message = Phase.READY, "every component is ready"
+        phase, message = Phase.READY, "every Job completed and every workload is ready"
     ready = phase == Phase.READY
+    progressing = bool(waiting) and not broken
     conditions = [
         _condition("Ready", ready, "AllReady" if ready else "NotReady", message, prev, now, generation),
         _condition(
             "Progressing",
-            bool(waiting) and not failed,
-            "Reconciling" if waiting else "Complete",
-            message if waiting else "children applied",
+            progressing,
+            "Reconciling" if progressing else "Complete",
+            message if progressing else "children applied",
             prev,
             now,
             generation,
         ),
         _condition(
             "Degraded",
-            bool(failed),
-            "JobFailed" if failed else "AsExpected",
-            message if failed else "",
+            bool(broken),
+            broken[0].reason if broken else "AsExpected",
+            message if broken else "",
             prev,
             now,
             generation,
@@ -118,7 +100,7 @@ def build_status(
         "phase": phase.value,
         "message": message,
         "conditions": conditions,
-        "components": counts,
+        "components": workloads(children),
         "endpoints": {"ingest": endpoint_url(spec, meta, "ingest"), "query": endpoint_url(spec, meta, "query")},
     }
 

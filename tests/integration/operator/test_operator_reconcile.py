@@ -174,20 +174,28 @@ def test_an_edited_child_is_restored(pipelines, kube_api_client, namespace):
     )
 
 
+def rolled_out(workload, n):
+    """The status a workload controller writes once its latest spec runs on `n` ready Pods."""
+    return {
+        "status": {
+            "observedGeneration": workload.metadata.generation,
+            "replicas": n,
+            "updatedReplicas": n,
+            "readyReplicas": n,
+            "availableReplicas": n,
+        }
+    }
+
+
 def test_readiness_of_the_children_makes_the_pipeline_ready(pipelines, kube_api_client, namespace):
     pipelines.create("ready", {})
     pipelines.wait_phase("ready", "Progressing")
     apps, batch = client.AppsV1Api(kube_api_client), client.BatchV1Api(kube_api_client)
     found = children(kube_api_client, namespace, "ready")
     for dep in found["Deployment"]:
-        n = dep.spec.replicas
-        apps.patch_namespaced_deployment_status(
-            dep.metadata.name, namespace, {"status": {"replicas": n, "readyReplicas": n, "availableReplicas": n}}
-        )
+        apps.patch_namespaced_deployment_status(dep.metadata.name, namespace, rolled_out(dep, dep.spec.replicas))
     for sts in found["StatefulSet"]:
-        apps.patch_namespaced_stateful_set_status(
-            sts.metadata.name, namespace, {"status": {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1}}
-        )
+        apps.patch_namespaced_stateful_set_status(sts.metadata.name, namespace, rolled_out(sts, 1))
     for job in found["Job"]:
         now = "2026-01-01T00:00:00Z"
         batch.patch_namespaced_job_status(

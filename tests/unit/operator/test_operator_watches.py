@@ -31,10 +31,10 @@ def test_no_kopf_handler_watches_secrets():
     assert "secrets" not in plurals
 
 
-def test_every_child_watch_is_filtered_by_the_api_server_to_the_operators_own_objects():
+def test_every_child_and_pod_watch_is_filtered_by_the_api_server_to_the_operators_own_objects():
     settings = kopf.OperatorSettings()
     handlers.watch_only_owned(settings)
-    for group, version, plural in handlers.CHILD_RESOURCES:
+    for group, version, plural in {*handlers.CHILD_RESOURCES, *handlers.HEALTH_RESOURCES}:
         resource = kopf.Resource(group, version, plural)
         assert settings.watching.label_selectors.collect(resource) == ["app.kubernetes.io/managed-by=exchange-operator"]
     assert (
@@ -43,8 +43,14 @@ def test_every_child_watch_is_filtered_by_the_api_server_to_the_operators_own_ob
 
 
 def test_every_watched_kind_is_a_child_filtered_by_label_or_the_pipeline_itself():
-    children = {plural for _, _, plural in handlers.CHILD_RESOURCES}
+    children = {plural for _, _, plural in (*handlers.CHILD_RESOURCES, *handlers.HEALTH_RESOURCES)}
     assert watched_plurals() <= children | {"exchangepipelines"}
+    assert {"pods", "jobs"} <= watched_plurals()  # status follows the Pods and Jobs
+
+
+def test_the_cluster_role_may_only_list_and_watch_pods():
+    verbs = {verb for rule in cluster_role_rules() if "pods" in rule["resources"] for verb in rule["verbs"]}
+    assert verbs == {"list", "watch"}
 
 
 def test_the_cluster_role_may_not_list_or_watch_secrets_only_get_create_and_patch_them():
