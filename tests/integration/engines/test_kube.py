@@ -7,13 +7,12 @@ import json
 import re
 import ssl
 import subprocess
-import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -21,21 +20,10 @@ from kubernetes.client import ApiClient, ApiException
 
 from exchange_devtools.engines.base import REPO_ROOT
 from exchange_devtools.engines.kube import KubeControlPlane
+from exchange_devtools.fixtures.kube_node import eventually
 
 GROUP = "engines.test.exchange.dev"
 PLURAL = "widgets"
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], *, timeout: float = 30.0, what: str) -> T:
-    """Poll `probe` until it returns something truthy (bounded)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def manifest(body: dict[str, Any]) -> Any:
@@ -109,7 +97,7 @@ def widget_crd(kube_api_client: ApiClient) -> Iterator[str]:
         conditions = (status.conditions if status else None) or []
         return any(c.type == "Established" and c.status == "True" for c in conditions)
 
-    eventually(established, what=f"CRD {name} Established")
+    eventually(established, timeout=30, what=f"CRD {name} Established")
     yield name
     ext.delete_custom_resource_definition(name)
 

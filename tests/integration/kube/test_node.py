@@ -7,28 +7,16 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-from exchange_devtools.fixtures.kube_node import KubeNode, devtools
+from exchange_devtools.fixtures.kube_node import KubeNode, devtools, eventually
 
 SERVICES_IMAGE = "localhost/exchange:dev"
 BUSYBOX_IMAGE = "localhost/busybox:1.35.0"
-T = TypeVar("T")
 
 pytestmark = pytest.mark.usefixtures("node_images")
-
-
-def eventually(probe: Callable[[], T | None], *, timeout: float = 60.0, what: str) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = probe()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 def _restricted() -> dict[str, Any]:
