@@ -42,7 +42,10 @@ def s3proxy_pod(meta: Meta) -> EnginePod:
             secret_env("S3PROXY_CREDENTIAL", secret, "secret-access-key"),
             # botocore >= 1.36 sends x-amz-checksum-* headers s3proxy does not know.
             {"name": "S3PROXY_IGNORE_UNKNOWN_HEADERS", "value": "true"},
-            {"name": "JCLOUDS_PROVIDER", "value": "filesystem"},
+            # Not the deprecated `filesystem` backend: it lists every directory of a key as an
+            # object of its own (`raw/dev/`, `raw/dev/sha256/`, ...), which `exchange verify` and
+            # `exchange replay` then took for raw objects. The local engine uses nio2 too.
+            {"name": "JCLOUDS_PROVIDER", "value": "filesystem-nio2"},
             {"name": "JCLOUDS_FILESYSTEM_BASEDIR", "value": S3_DATA},
         ],
         "ports": [{"name": "s3", "containerPort": S3_PORT}],

@@ -115,7 +115,8 @@ def test_an_s3proxy_server_serves_signed_path_style_s3_from_its_volume_with_the_
     assert env["S3PROXY_AUTHORIZATION"] == "aws-v2-or-v4"
     assert env["S3PROXY_IDENTITY"] == {"secretKeyRef": {"name": "demo-s3-credentials", "key": "access-key-id"}}
     assert env["S3PROXY_CREDENTIAL"] == {"secretKeyRef": {"name": "demo-s3-credentials", "key": "secret-access-key"}}
-    assert (env["JCLOUDS_PROVIDER"], env["JCLOUDS_FILESYSTEM_BASEDIR"]) == ("filesystem", "/data")
+    # nio2: the deprecated `filesystem` backend lists each directory of a key as an object
+    assert (env["JCLOUDS_PROVIDER"], env["JCLOUDS_FILESYSTEM_BASEDIR"]) == ("filesystem-nio2", "/data")
     assert {"name": "data", "mountPath": "/data"} in c["volumeMounts"]
     assert c["ports"] == [{"name": "s3", "containerPort": 9000}]
     assert c["readinessProbe"]["tcpSocket"] == {"port": "s3"}
