@@ -8,8 +8,9 @@ response but its status and the first `max_body` bytes of its body.
 
 What it does: one origin (http or https), at most `limit` connections (callers wait for one),
 idle connections reused newest first and dropped after `idle_timeout` seconds (servers close
-theirs: Jetty after 30 s), responses delimited by Content-Length, chunked encoding or the end of
-the connection, `Connection: close` honoured, a connect timeout and a whole-response timeout.
+theirs: Jetty after 30 s), a connection kept only after a 2xx answer, responses delimited by
+Content-Length, chunked encoding or the end of the connection, `Connection: close` honoured, a
+connect timeout and a whole-response timeout.
 What it leaves out: redirects, cookies, proxies, `Expect: 100-continue`, pipelining, streaming
 bodies. A request that fails on a connection reused from the pool before any byte of an answer
 came back is retried once on a fresh connection (the server may have closed it meanwhile), so
@@ -187,7 +188,10 @@ class Http1Client:
                         conn, reused = None, False  # stale keep-alive connection: once more, fresh
                         continue
                     raise
-                if conn.keep_alive:
+                # Only a 2xx answer hands its connection back: an error may come from something
+                # other than the origin (a proxy answering for a Service between two pods, a
+                # server going away), and the pool would serve it again and again.
+                if conn.keep_alive and 200 <= answer.status < 300:
                     conn.idle_since = time.monotonic()
                     self._idle.append(conn)
                 else:
