@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
+import time
 from collections import OrderedDict
 from typing import Any
 
@@ -23,7 +25,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 from exchange.core.errors import DependencyError, PoisonError
 from exchange.normalizer.events import IngestedEvent
 
-_MISSING = frozenset({"NoSuchKey", "404", "NoSuchBucket"})
+MISSING_CODES = frozenset({"NoSuchKey", "NoSuchBucket"})
+"""S3 error codes that make a record poison; any other answer is an outage to wait out. Ingest PUTs
+the object before its event exists, and a 404 without S3's code comes from something else: a proxy
+answering for the S3 Service between two pods dead-lettered a stored record (botocore names a
+body-less 404 "404")."""
+_CODE = re.compile(rb"<Code>([A-Za-z]+)</Code>")
+FRESH_CONNECTIONS_SECONDS = 30.0
+"""After an answer that was not S3's, GETs use each connection once for this long."""
+_CLOSE = {"Connection": "close"}
 
 
 class RawObjects:
@@ -37,6 +47,7 @@ class RawObjects:
         self._sizes: dict[str, int] = {}
         self._digests: dict[str, str] = {}
         self._used = 0
+        self._fresh_until = 0.0
 
     async def lines(self, event: IngestedEvent) -> list[bytes]:
         """The object's lines (one element for a single record). Raises DependencyError/PoisonError."""
@@ -88,7 +99,7 @@ class RawObjects:
                 data: bytes = await body.read()
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
-            if code in _MISSING:
+            if code in MISSING_CODES:
                 raise PoisonError("raw-missing", "raw object not found") from None
             raise DependencyError("s3", f"get_object failed ({code or 'error'})") from None
         except (BotoCoreError, OSError, TimeoutError) as exc:
@@ -100,12 +111,18 @@ class RawObjects:
             url = await self.s3.generate_presigned_url(
                 "get_object", Params={"Bucket": event.bucket, "Key": event.key}, ExpiresIn=300
             )
-            async with http.get(url) as response:
-                if response.status == 404:
+            fresh = time.monotonic() < self._fresh_until
+            async with http.get(url, headers=_CLOSE if fresh else None) as response:
+                if response.status == 200:
+                    return await response.read()
+                error = await response.content.read(4096)  # an S3 error document is small
+                code = _CODE.search(error)
+                if response.status == 404 and code is not None and code.group(1).decode() in MISSING_CODES:
                     raise PoisonError("raw-missing", "raw object not found")
-                if response.status != 200:
-                    raise DependencyError("s3", f"GET answered HTTP {response.status}")
-                return await response.read()
+                # Whoever answered may not be S3, and aiohttp has pooled its connection already:
+                # for a while every GET closes the connection it used, which drains the pool.
+                self._fresh_until = time.monotonic() + FRESH_CONNECTIONS_SECONDS
+                raise DependencyError("s3", f"GET answered HTTP {response.status}")
         except (aiohttp.ClientError, BotoCoreError, OSError, TimeoutError) as exc:
             raise DependencyError("s3", type(exc).__name__) from None
 
