@@ -36,6 +36,7 @@ from exchange_devtools.engines.kube_node import (
     NODE_IP,
     NODE_NAME,
     PROXY_BIN,
+    SERVICE_CIDR,
     NodePaths,
     apiserver_node_flags,
     component_processes,
@@ -183,6 +184,7 @@ def _start(state: dict[str, Any], addons: Any) -> dict[str, float]:
     for name, value in host.NODE_SYSCTLS.items():
         host.write_sysctl(name, value)
     host.ensure_node_address(NODE_IP)
+    host.reject_unrouted_services(SERVICE_CIDR)
 
     pki = Pki(PATHS.pki).ensure()
     certs = node_pki(pki)

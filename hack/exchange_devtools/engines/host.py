@@ -130,6 +130,19 @@ def veths_on(bridge: str) -> list[str]:
     return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
 
 
+def reject_unrouted_services(service_cidr: str) -> None:
+    """Refuse pod traffic to a Service address that kube-proxy did not translate (no endpoints yet).
+
+    kube-proxy's own REJECT sits behind the CNI firewall plugin's per-pod ACCEPT in FORWARD, so
+    such packets would leave through the default route (where a sandbox's egress proxy may even
+    answer them). The plugin's CNI-ADMIN chain is evaluated first and meant for exactly this.
+    """
+    rule = ["-d", service_cidr, "-j", "REJECT", "--reject-with", "icmp-port-unreachable"]
+    subprocess.run(["iptables", "-N", "CNI-ADMIN"], capture_output=True, check=False)
+    if subprocess.run(["iptables", "-C", "CNI-ADMIN", *rule], capture_output=True, check=False).returncode != 0:
+        subprocess.run(["iptables", "-A", "CNI-ADMIN", *rule], capture_output=True, check=False)
+
+
 def clean_iptables() -> None:
     """Drop every KUBE-*/CNI-* chain and every rule that jumps to one, in both address families."""
     for save, restore in (("iptables-save", "iptables-restore"), ("ip6tables-save", "ip6tables-restore")):

@@ -269,3 +269,18 @@ def test_kube_up_again_reuses_the_running_node(kube_node: KubeNode) -> None:
     assert "already running" in out.stdout
     assert time.monotonic() - started < 30
     assert kube_node.kubectl("get", "node", "-o", "jsonpath={.items[*].metadata.name}") == "exchange-node"
+
+
+def test_a_service_without_endpoints_refuses_connections_at_once(kube_node: KubeNode, kube_namespace: str) -> None:
+    """As on any cluster: no endpoint means a refused connection, never a packet leaving the node."""
+    nobody = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "nobody"},
+        "spec": {"selector": {"app": "nobody"}, "ports": [{"port": 80}]},
+    }
+    kube_node.apply(kube_namespace, nobody)
+    kube_node.wait_for_service_rules(kube_namespace, "nobody")
+    kube_node.apply(kube_namespace, busybox_pod("client", "wget -qO- http://nobody/ 2>&1; echo exit=$?"))
+    log = pod_succeeded(kube_node, kube_namespace, "client")
+    assert "Connection refused" in log and "exit=1" in log
