@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -204,6 +205,33 @@ def pipeline_of(body: Mapping[str, Any]) -> str | None:
     return str(value) if value else None
 
 
+class StatusSeen:
+    """The last status (and generation, deletion mark) seen of each watched object: an event that
+    changed none of them (labels, annotations, managed fields) cannot change a pipeline's health."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, str] = {}
+
+    def changed(self, event_type: str | None, body: Mapping[str, Any]) -> bool:
+        md = body.get("metadata", {})
+        uid = str(md.get("uid", ""))
+        if event_type == "DELETED":
+            self._seen.pop(uid, None)
+            return True
+        seen = json.dumps([body.get("status"), md.get("generation"), md.get("deletionTimestamp")], sort_keys=True)
+        if self._seen.get(uid) == seen:
+            return False
+        self._seen[uid] = seen
+        return True
+
+
+HEALTH_SEEN = StatusSeen()
+
+
+def _health_changed(type: str | None, body: kopf.Body, **_: Any) -> bool:
+    return HEALTH_SEEN.changed(type, body)
+
+
 async def on_health_event(body: kopf.Body, memo: Any, logger: Log, **_: Any) -> None:
     """Recompute the status of the pipeline whose workload or Pod changed."""
     name, namespace = pipeline_of(body), body.metadata.namespace
@@ -226,4 +254,5 @@ for _group, _version, _plural in HEALTH_RESOURCES:
         _plural,
         id=f"health-{_plural}",
         labels={"app.kubernetes.io/managed-by": MANAGED_BY},  # also filtered server-side: watch_only_owned
+        when=_health_changed,  # only events that changed a status: no API call or log line for the rest
     )(on_health_event)

@@ -56,6 +56,9 @@ def config_data(spec: ExchangePipelineSpec, meta: Meta) -> dict[str, str]:
         # ingest and the normalizer would otherwise migrate on start and crash-loop on privileges).
         "INGEST_MIGRATE_ON_START": "false",
         "NORMALIZER_MIGRATE_ON_START": "false",
+        # The bootstrap Job owns the bucket too: ingest is not ready until it exists (creating it
+        # at start, a dev-auth ingest crashed on a half-started S3).
+        "INGEST_CREATE_BUCKET_ON_START": "false",
     }
     if auth.mode == "jwt":
         data |= {"JWT_ISSUER": auth.issuer or "", "JWT_AUDIENCE": auth.audience or "", "JWKS_URL": auth.jwks_url or ""}

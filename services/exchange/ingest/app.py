@@ -46,7 +46,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(pool.close)
             s3 = await stack.enter_async_context(s3_client(settings))
-            if settings.is_local:
+            if settings.create_bucket_on_start:
                 await until_up("s3", lambda: ensure_bucket(s3, settings.s3_bucket_raw), wait)
             keys = IdempotencyStore(
                 pool, settings.ingest_idempotency_ttl_seconds, settings.ingest_idempotency_lock_seconds

@@ -74,6 +74,12 @@ class IngestSettings(RelaySettings, S3Settings, AuthSettings):
         alias="INGEST_MIGRATE_ON_START",
         description="Apply migrations at start; unset means only when ENV=local (elsewhere `exchange migrate`).",
     )
+    ingest_create_bucket_on_start: bool | None = Field(
+        None,
+        alias="INGEST_CREATE_BUCKET_ON_START",
+        description="Create the raw bucket at start; unset means only when ENV=local (elsewhere `exchange "
+        "bootstrap`, the operator's bootstrap Job: ingest is then not ready until the bucket exists).",
+    )
     ingest_relay_in_process: bool = Field(
         False,
         alias="INGEST_RELAY_IN_PROCESS",
@@ -83,3 +89,7 @@ class IngestSettings(RelaySettings, S3Settings, AuthSettings):
     @property
     def migrate_on_start(self) -> bool:
         return self.is_local if self.ingest_migrate_on_start is None else self.ingest_migrate_on_start
+
+    @property
+    def create_bucket_on_start(self) -> bool:
+        return self.is_local if self.ingest_create_bucket_on_start is None else self.ingest_create_bucket_on_start

@@ -1,14 +1,17 @@
 """Ingest started before Postgres answers (Pods of a pipeline start together) waits for it and
-then serves, instead of crashing into CrashLoopBackOff; it gives up after STARTUP_WAIT_SECONDS."""
+then serves, instead of crashing into CrashLoopBackOff; it gives up after STARTUP_WAIT_SECONDS.
+Told to leave the bucket to `exchange bootstrap` (as on a cluster), it is not ready until it exists."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 import httpx
 import pytest
+from aiobotocore.session import get_session
 from asgi_lifespan import LifespanManager
 
 from exchange.core.errors import DependencyError
@@ -48,3 +51,18 @@ async def test_ingest_gives_up_on_a_postgres_that_never_answers_after_the_startu
             async with LifespanManager(app, startup_timeout=30):
                 pass
     assert 2 <= time.monotonic() - started < 15
+
+
+async def test_ingest_that_leaves_the_bucket_to_bootstrap_is_not_ready_until_the_bucket_exists(ingest_env, s3):
+    bucket = f"later-{uuid.uuid4().hex[:8]}"
+    settings = make_settings(ingest_env, ENV="local", S3_BUCKET_RAW=bucket, INGEST_CREATE_BUCKET_ON_START=False)
+    app = create_app(settings)
+    async with LifespanManager(app, startup_timeout=30):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingest.test") as client:
+            before = await client.get("/readyz")
+            assert before.status_code == 503
+            assert before.json()["checks"]["s3"].startswith("unavailable")
+            async with get_session().create_client("s3", **s3.client_kwargs()) as admin:
+                await admin.create_bucket(Bucket=bucket)  # what the bootstrap Job does
+            assert (await client.get("/readyz")).status_code == 200

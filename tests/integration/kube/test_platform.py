@@ -83,13 +83,22 @@ class Platform:
         return httpx.post(f"{self.node.ingress_url}{path}", content=body, headers=headers, timeout=120)
 
     def ingest(self, path: str, body: bytes, content_type: str) -> httpx.Response:
-        """POST to ingest, sent again with the same Idempotency-Key while the ingress has no route."""
+        """POST to ingest as a partner does: sent again with the same Idempotency-Key while the
+        ingress has no route, or when the answer did not arrive whole (the replay is the same)."""
         key = uuid.uuid4().hex
-        return eventually(
-            lambda: (r := self.post(path, body, content_type, key)).status_code not in ROUTING and r,
-            timeout=30,
-            what=f"the ingress to route {path}",
-        )
+        failures: list[str] = []
+
+        def attempt() -> httpx.Response | None:
+            try:
+                response = self.post(path, body, content_type, key)
+            except httpx.TransportError as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+                return None
+            return None if response.status_code in ROUTING else response
+
+        response = eventually(attempt, timeout=30, what=f"an answer from {path}")
+        assert len(failures) <= 1, f"{path}: answers broken in transit: {failures}"
+        return response
 
     def graphql(self, query: str, **variables: Any) -> dict[str, Any] | None:
         """The answer's data; None while the ingress controller has no endpoint for the route yet

@@ -319,3 +319,16 @@ def test_services_in_the_cluster_never_migrate_on_start_even_with_dev_auth(meta)
     env = {**data, **secrets, "DATABASE_URL": "postgresql://u:p@h/db"}
     assert IngestSettings(**env).migrate_on_start is False
     assert NormalizerSettings(**env).migrate_on_start is False
+
+
+def test_ingest_in_the_cluster_leaves_the_bucket_to_the_bootstrap_job_even_with_dev_auth(meta):
+    """With ENV=local ingest created the bucket as it started, and crashed on an S3 still starting
+    (seen on every cold start of the local sample); the bootstrap Job owns it, as the schema."""
+    from exchange.ingest.settings import IngestSettings
+
+    data = config_data(parse_spec({"auth": {"mode": "dev"}}), meta)
+    secrets = {"S3_ACCESS_KEY_ID": "k", "S3_SECRET_ACCESS_KEY": "s", "S3_ENDPOINT_URL": "http://s3:9000"}
+    env = {**data, **secrets, "DATABASE_URL": "postgresql://u:p@h/db"}
+    assert IngestSettings(**env).create_bucket_on_start is False
+    make_dev = {k: v for k, v in env.items() if k != "INGEST_CREATE_BUCKET_ON_START"}
+    assert IngestSettings(**make_dev).create_bucket_on_start is True  # `make dev` still creates it

@@ -4,7 +4,7 @@ import asyncio
 
 import pytest
 
-from exchange_operator.handlers import drifted, owner_name
+from exchange_operator.handlers import StatusSeen, drifted, owner_name
 from exchange_operator.reconcile import Serializer
 from exchange_operator.refresh import left_to_reconcile, unchanged, wanted_workloads
 from exchange_operator.settings import OperatorSettings
@@ -250,3 +250,13 @@ def test_a_refreshed_status_equal_to_the_current_one_is_not_written(spec, meta):
     assert unchanged(again, {**first, "extra": "kept"})
     ready = build_status(spec, meta, 1, [deployment("ingest", 1, 1)], first, "T1")
     assert not unchanged(ready, first)
+
+
+def test_only_events_that_change_a_status_reach_the_status_refresh():
+    seen = StatusSeen()
+    pod = {"metadata": {"uid": "u1", "labels": {"a": "1"}}, "status": {"phase": "Pending"}}
+    assert seen.changed(None, pod)  # first sight (the initial listing)
+    assert not seen.changed("MODIFIED", {**pod, "metadata": {"uid": "u1", "labels": {"a": "2"}}})
+    assert seen.changed("MODIFIED", {**pod, "status": {"phase": "Running"}})
+    assert seen.changed("DELETED", pod)
+    assert seen.changed("ADDED", pod)  # forgotten on deletion
