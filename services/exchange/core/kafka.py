@@ -55,6 +55,10 @@ def make_consumer(settings: KafkaSettings, *topics: str, group_id: str, **overri
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "isolation_level": "read_committed",
+        # A request on a connection to a broker Pod that was deleted never gets an answer: the
+        # consumer stalls this long (aiokafka's 40 s kept the normalizer idle 40 s after Kafka was
+        # back); above the rebalance timeout (the 10 s session), which a JoinGroup may wait out.
+        "request_timeout_ms": 15000,
         **overrides,
     }
     return AIOKafkaConsumer(*topics, **opts)
