@@ -55,11 +55,6 @@ def headless_name(meta: Meta, workload: str) -> str:
     return meta.child(f"{workload}-hl")
 
 
-def pod_host(meta: Meta, workload: str) -> str:
-    """Stable DNS name of the single Pod (through the headless Service)."""
-    return f"{meta.child(workload)}-0.{headless_name(meta, workload)}.{meta.namespace}.svc"
-
-
 def engine_selector(spec: ExchangePipelineSpec, meta: Meta, engine: str) -> dict[str, str]:
     """Labels selecting the Pods of the engine's current workload (not another flavor's)."""
     flavor = flavor_of(spec, engine)

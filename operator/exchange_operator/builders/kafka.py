@@ -1,7 +1,9 @@
 """The managed Kafka-protocol broker, one builder per flavor: Redpanda, or Apache Kafka in KRaft mode.
 
-Both are one node advertising its stable Pod DNS name (headless Service) on 9092; the services
-reach it through the client Service `<pipeline>-kafka`. Topics come from the bootstrap Job.
+Both are one node that advertises the client Service `<pipeline>-kafka` on 9092, through which the
+services also bootstrap: its address never changes, whereas a re-created Pod's DNS name keeps
+answering with the old Pod's address for up to 30 s (CoreDNS's cache), and clients stalled that
+long after the broker was back. Topics come from the bootstrap Job.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import hashlib
 import itertools
 
 from exchange_operator.builders.common import KAFKA_PORT, Manifest, Meta
-from exchange_operator.builders.engine import EnginePod, engine_statefulset, pod_host, tcp_probes, workload_name
+from exchange_operator.builders.engine import EnginePod, engine_statefulset, tcp_probes
 from exchange_operator.spec import ExchangePipelineSpec
 
 CONTROLLER_PORT = 9093
@@ -105,7 +107,7 @@ def build_kafka_statefulset(spec: ExchangePipelineSpec, meta: Meta) -> Manifest 
     kafka = spec.engines.kafka
     if kafka.mode != "managed":
         return None
-    host = pod_host(meta, workload_name(spec, "kafka"))
+    host = meta.service_host("kafka")  # one node: the client Service is its address (see above)
     pod = apache_kafka_pod(meta, host) if kafka.managed.kind == "apache-kafka" else redpanda_pod(host)
     managed = kafka.managed
     return engine_statefulset(
