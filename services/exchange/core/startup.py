@@ -35,7 +35,9 @@ async def until_up(what: str, step: Callable[[], Awaitable[T]], give_up_after: f
 
     def waiting(state: RetryCallState) -> None:
         error = state.outcome.exception() if state.outcome else None
-        log.warning("dependency_unavailable_at_start", dependency=what, error_class=type(error).__name__)
+        # Our own errors carry a PII-free reason ("postgres: gaierror" is DNS, not the database).
+        reason = str(error) if isinstance(error, DependencyError) else type(error).__name__
+        log.warning("dependency_unavailable_at_start", dependency=what, error_class=type(error).__name__, reason=reason)
 
     retrying = AsyncRetrying(
         retry=retry_if_exception_type(UNREACHABLE),

@@ -18,7 +18,7 @@ from typing import Any
 
 import asyncpg
 
-from exchange.core import aio, outbox
+from exchange.core import aio, outbox, startup
 from exchange.core.db import create_pool, pool_readiness
 from exchange.core.kafka import bootstrap_readiness, make_producer
 from exchange.core.logging import bind_correlation_id, configure_logging, get_logger
@@ -99,14 +99,17 @@ async def serve(settings: RelaySettings, stop: asyncio.Event | None = None) -> N
 
 
 async def _pool_with_retry(settings: RelaySettings, stop: asyncio.Event) -> Any:
-    delay = 1.0
+    """The pool, once Postgres answers (None when stopped first). The wait between tries stays
+    short (startup's own backoff): the relay's Pod starts with Postgres, and a 30 s back-off kept
+    a pipeline from Ready that long after its database was up."""
+    delay = startup.FIRST_DELAY
     while not stop.is_set():
         try:
             return await create_pool(settings, generic_plans=True, min_size=1, max_size=2)
         except Exception as exc:
             log.warning("relay_db_unavailable", error_class=type(exc).__name__, retry_in=delay)
             await outbox.sleep_or(stop, delay)
-            delay = min(delay * 2, 30.0)
+            delay = min(delay * 2, startup.MAX_DELAY)
     return None
 
 

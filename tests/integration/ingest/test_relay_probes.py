@@ -4,11 +4,14 @@ publishing needs), /metrics."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
 
+from exchange.core import startup
 from exchange_devtools.engines.base import free_port
+from exchange_devtools.late_port import LatePort
 
 from .conftest import RelayProcess, readyz_until, wait_until_alive
 
@@ -33,3 +36,25 @@ def test_a_relay_whose_brokers_do_not_answer_is_alive_but_not_ready(ingest_env, 
         assert ready.json()["checks"]["kafka"].startswith("unavailable")
     finally:
         relay.stop()
+
+
+def test_a_relay_started_long_before_postgres_is_ready_within_seconds_of_it(ingest_env, postgres, tmp_path: Path):
+    """The relay's wait for Postgres backs off to at most startup's 5 s (it was 30 s: a relay
+    that had waited 16 s kept a pipeline from Ready 15 s after its database was up)."""
+    with LatePort(postgres.port) as late:
+        port = free_port()
+        dsn = postgres.dsn.replace(f":{postgres.port}/", f":{late.port}/")
+        env = {**ingest_env, "RELAY_METRICS_PORT": str(port), "DATABASE_URL": dsn}
+        relay = RelayProcess(env, tmp_path / "relay.log").start()
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_alive(url, relay)
+            time.sleep(16)  # Postgres "starts" late: nothing to wait on until then
+            assert readyz_until(url, 200, timeout=0).status_code == 503
+            late.open()
+            opened = time.monotonic()
+            ready = readyz_until(url, 200, timeout=30)
+            assert ready.status_code == 200, relay.log()[-2000:]
+            assert time.monotonic() - opened < startup.MAX_DELAY + 2
+        finally:
+            relay.stop()
