@@ -100,7 +100,7 @@ kind-images: ## build exchange:dev and exchange-operator:dev with Docker and loa
 e2e: deps engines ## kind end-to-end: images, chart, sample, curl through the ingress (needs Docker and kind)
 	$(PY) -m pytest -m e2e tests/e2e/kind -q -rs
 
-.PHONY: bench-ingest bench-auth bench-tokenize bench-normalize bench-query bench-operator
+.PHONY: bench-ingest bench-auth bench-tokenize bench-normalize bench-query bench-operator bench-cluster bench-platform
 bench-ingest: deps engines ## ingest throughput/latency vs the Postgres and S3 floors
 	@bash hack/bench/ingest
 bench-auth: deps ## bearer-token verification per request: every time, cached, vs the signature check alone
@@ -113,3 +113,7 @@ bench-query: deps engines ## query p50/p99 with 1M canonical rows
 	@bash hack/bench/query
 bench-operator: deps engines ## CR apply → children present, 1 and 20 pipelines
 	@bash hack/bench/operator
+bench-cluster: deps engines ## local node: kube-up cold/warm, make images, a 3-replica Deployment, RSS (stops the node)
+	@bash hack/bench/cluster
+bench-platform: deps engines ## local sample from kubectl apply to Ready and first record, cold/warm; ingress vs make dev
+	@bash hack/bench/platform

@@ -103,11 +103,12 @@ def pct(values: list[float], q: float) -> float:
 MAX_RATE = 3000  # requests prepared per second of a closed-loop run: above any rate reached here
 
 
-def prepared(count: int, port: int, authorization: str) -> list[bytes]:
+def prepared(count: int, port: int, authorization: str, host: str | None = None) -> list[bytes]:
     """`count` single-record requests as raw HTTP/1.1 bytes, each with its own body and
     Idempotency-Key, built before the measured window: the load generator's CPU in the window is
-    then its sending and reading alone."""
-    return [raw_request("/v1/ingest", record(), headers(authorization), f"127.0.0.1:{port}") for _ in range(count)]
+    then its sending and reading alone. `host` is the Host header (an ingress routes by it)."""
+    host = host or f"127.0.0.1:{port}"
+    return [raw_request("/v1/ingest", record(), headers(authorization), host) for _ in range(count)]
 
 
 class RawClient(asyncio.Protocol):
@@ -229,8 +230,11 @@ async def open_loop(port: int, rate: float, seconds: float, requests: list[bytes
     return {"rps": total / elapsed, "p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99), "errors": errors}
 
 
-async def bulk(port: int, lines: int, rounds: int, authorization: str, clients: int = 1) -> dict[str, float]:
-    """`rounds` NDJSON bodies of `lines` lines each, sent by `clients` concurrent connections."""
+async def bulk(
+    port: int, lines: int, rounds: int, authorization: str, clients: int = 1, host: str = "127.0.0.1"
+) -> dict[str, float]:
+    """`rounds` NDJSON bodies of `lines` lines each, sent by `clients` concurrent connections
+    (`host` is the Host header)."""
     source = [ln for p in sorted(SYNTHEA.glob("*.ndjson")) for ln in p.read_bytes().splitlines() if ln.strip()]
     # a distinct window of the source per round makes every body (and so its object) distinct
     bodies = [b"\n".join(source[(r * lines + i) % len(source)] for i in range(lines)) + b"\n" for r in range(rounds)]
@@ -240,7 +244,7 @@ async def bulk(port: int, lines: int, rounds: int, authorization: str, clients: 
         nonlocal total
         conn = await RawClient.connect(port)
         for body in mine:
-            raw = raw_request("/v1/ingest/bulk", body, headers(authorization, "application/fhir+ndjson"), "127.0.0.1")
+            raw = raw_request("/v1/ingest/bulk", body, headers(authorization, "application/fhir+ndjson"), host)
             status, payload = await conn.send(raw)
             assert status == 202, payload[:300]
             total += orjson.loads(payload)["accepted"]

@@ -349,8 +349,10 @@ def _account(row: Row, deliveries: list[Delivery], effect: float | None, injecte
     if lost := [d.record_id for d in accepted if not d.normalized_at]:
         row.problems.append(f"{len(lost)} accepted records not normalized (lost): {', '.join(map(str, lost[:3]))}")
     if refused := [d for d in deliveries if not d.record_id]:
-        finals = sorted({d.outcomes[-1] if d.outcomes else "unsent" for d in refused})
-        row.problems.append(f"{len(refused)} records never accepted (last answers: {', '.join(finals)})")
+        example = ",".join(refused[0].outcomes[-8:])
+        row.problems.append(f"{len(refused)} records never accepted (one's last answers: {example})")
+    if odd := sum(1 for d in deliveries for s in d.outcomes if s == "409-without-retry-after"):
+        row.problems.append(f"{odd} answers 409 without Retry-After (the contract's 409 carries one)")
     bad = sorted({s for d in deliveries for s in d.outcomes if s.isdigit() and int(s) >= 500} - {"502", "503", "504"})
     if bad:
         row.problems.append(f"non-retryable 5xx seen: {', '.join(bad)}")

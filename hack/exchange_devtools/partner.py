@@ -5,9 +5,10 @@
   Each body is sent once per run: a resource used again gets a suffixed id, so no body is sent
   under two keys (content addressing would make the second land on the first's canonical row).
 - `Partner.deliver`: POST with the record's own Idempotency-Key; every 5xx, connection error and
-  timeout is retried with the SAME key after a backoff (exponential, full jitter), a 409
-  `idempotency-key-in-flight` after its Retry-After; a 202 ends it, another 4xx ends it refused.
-  Every answer is kept (`Delivery.outcomes`).
+  timeout is retried with the SAME key after a backoff (exponential, full jitter), a 409 (the
+  key's first request still running) after its Retry-After; a 202 ends it, another 4xx ends it
+  refused. Every answer is kept (`Delivery.outcomes`; a 409 without Retry-After, which the
+  contract does not describe, is retried too and kept as `409-without-retry-after`).
 - `Partner.watch` / `settle`: which accepted records GraphQL (through the same ingress) already
   serves, and since when (`normalizedAt`).
 """
@@ -137,13 +138,14 @@ class Partner:
             except httpx.TransportError:
                 d.outcomes.append("transport")
             else:
-                d.outcomes.append(str(resp.status_code))
-                if resp.status_code == 202:
+                status, retry_after = resp.status_code, resp.headers.get("Retry-After")
+                d.outcomes.append(str(status) if status != 409 or retry_after else "409-without-retry-after")
+                if status == 202:
                     d.record_id, d.accepted_at = str(resp.json()["record_id"]), time.time()
                     break
-                if resp.status_code == 409 and "in-flight" in resp.text:
-                    wait = float(resp.headers.get("Retry-After", "1"))
-                elif resp.status_code < 500 and resp.status_code != 429:
+                if status in (409, 429) and retry_after:
+                    wait = float(retry_after)  # the key's first request is still running, or slow down
+                elif status < 500 and status != 409:
                     break  # refused for good
             await asyncio.sleep(wait)
             backoff *= 2
