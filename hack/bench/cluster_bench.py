@@ -191,15 +191,16 @@ def main() -> None:
         return statistics.median(r[key] for r in rows)
 
     b = statistics.median(base)
-    print(f"\n{'case':<52}{'seconds':>9}{'baseline':>10}{'ratio':>8}")
+    print(f"\n{'case':<64}{'seconds':>9}{'baseline':>10}{'ratio':>8}")
     for label, rows in (("cold (etcd + kubelet state wiped)", cold), ("warm (state kept)", warm)):
         for key in ("node Ready", "CoreDNS answers", "kube-up returns"):
             v = med(rows, key)
-            print(f"{'kube-up ' + label + ': ' + key:<52}{v:>9.1f}{b:>10.1f}{v / b:>8.1f}")
+            print(f"{f'kube-up {label}: {key}':<64}{v:>9.1f}{b:>10.1f}{v / b:>8.1f}")
     s, z = statistics.median(services), statistics.median(sleepers)
-    print(f"{f'{args.replicas}-replica Deployment of {SERVICES_IMAGE} to Ready':<52}{s:>9.1f}{z:>10.1f}{s / z:>8.1f}")
-    print(f"{'make images, cold':<52}{images_cold:>9.1f}")
-    print(f"{'make images, warm':<52}{images_warm:>9.1f}")
+    print(f"{f'{args.replicas}-replica Deployment of {SERVICES_IMAGE} to Ready':<64}{s:>9.1f}{z:>10.1f}{s / z:>8.1f}")
+    cold_images = f"{images_cold:>9.1f}" if images_cold == images_cold else "  not run (--cold-images)"
+    print(f"{'make images, cold':<64}{cold_images}")
+    print(f"{'make images, warm':<64}{images_warm:>9.1f}")
     print(f"baseline for kube-up: etcd + kube-apiserver alone; for the Deployment: busybox `sleep` x{args.replicas}")
     print(f"\nRSS with the node idle after the Deployments (MiB, {NODE_NAME}):")
     for name, mib in sorted(memory.items(), key=lambda kv: -kv[1]):
