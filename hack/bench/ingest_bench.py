@@ -111,6 +111,24 @@ def prepared(count: int, port: int, authorization: str, host: str | None = None)
     return [raw_request("/v1/ingest", record(), headers(authorization), host) for _ in range(count)]
 
 
+def _dechunk(buffer: bytes, start: int) -> tuple[bytes, bytes] | None:
+    """A chunked body starting at `start` and what follows it, or None while it is incomplete."""
+    parts: list[bytes] = []
+    at = start
+    while True:
+        line_end = buffer.find(b"\r\n", at)
+        if line_end < 0:
+            return None
+        size = int(buffer[at:line_end].split(b";")[0], 16)
+        if size == 0:
+            trailer_end = buffer.find(b"\r\n\r\n", line_end)
+            return None if trailer_end < 0 else (b"".join(parts), buffer[trailer_end + 4 :])
+        if len(buffer) < line_end + 2 + size + 2:
+            return None
+        parts.append(buffer[line_end + 2 : line_end + 2 + size])
+        at = line_end + 2 + size + 2
+
+
 class RawClient(asyncio.Protocol):
     """One keep-alive connection sending raw requests, one at a time: the answer's status and its
     Content-Length body, parsed from the buffer at once (no per-line stream reads). The load
@@ -135,14 +153,20 @@ class RawClient(asyncio.Protocol):
         if end < 0:
             return
         head = self.buffer[:end].lower()
-        at = head.find(b"\r\ncontent-length:")
-        length = 0
-        if at >= 0:
-            stop = head.find(b"\r\n", at + 2)
-            length = int(head[at + 17 : stop if stop >= 0 else end])
-        if len(self.buffer) < end + 4 + length:
-            return
-        body, self.buffer = self.buffer[end + 4 : end + 4 + length], self.buffer[end + 4 + length :]
+        if b"\r\ntransfer-encoding: chunked" in head:  # an ingress may re-frame a large answer
+            parsed = _dechunk(self.buffer, end + 4)
+            if parsed is None:
+                return
+            body, self.buffer = parsed
+        else:
+            at = head.find(b"\r\ncontent-length:")
+            length = 0
+            if at >= 0:
+                stop = head.find(b"\r\n", at + 2)
+                length = int(head[at + 17 : stop if stop >= 0 else end])
+            if len(self.buffer) < end + 4 + length:
+                return
+            body, self.buffer = self.buffer[end + 4 : end + 4 + length], self.buffer[end + 4 + length :]
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result((int(head[9:12]), body))
 
