@@ -100,9 +100,11 @@ kind-images: ## build exchange:dev and exchange-operator:dev with Docker and loa
 e2e: deps engines ## kind end-to-end: images, chart, sample, curl through the ingress (needs Docker and kind)
 	$(PY) -m pytest -m e2e tests/e2e/kind -q -rs
 
-.PHONY: bench-ingest bench-auth bench-tokenize bench-normalize bench-query bench-operator bench-cluster bench-platform
+.PHONY: bench-ingest bench-gzip bench-auth bench-tokenize bench-normalize bench-query bench-operator bench-cluster bench-platform
 bench-ingest: deps engines ## ingest throughput/latency vs the Postgres and S3 floors
 	@bash hack/bench/ingest
+bench-gzip: deps ## inflating many-member gzip bodies: linear now, vs the former quadratic loop
+	@bash hack/bench/gzip
 bench-auth: deps ## bearer-token verification per request: every time, cached, vs the signature check alone
 	@bash hack/bench/auth
 bench-tokenize: deps ## tokenizer records/s vs openlinktoken and the bare hashing limit

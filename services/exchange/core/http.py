@@ -362,24 +362,45 @@ async def _gzip_work(size: int, fn: Callable[..., bytes], *args: Any) -> bytes:
     return await asyncio.to_thread(fn, *args) if size > _OFF_LOOP_BYTES else fn(*args)
 
 
-def gunzip_limited(data: bytes, limit: int) -> bytes:
+GZIP_MAX_MEMBERS = 4096
+"""Most gzip members (RFC 1952 §2.2) one body may hold: bgzip writes one per 64 KiB, so a 256 MiB
+body; each member costs a fresh inflater, so many tiny ones are refused (413) before their count
+costs CPU."""
+_GZIP_READS = (64, 64 * 1024)  # first and largest slice of input a member's inflater is given
+
+
+def gunzip_limited(data: bytes, limit: int, max_members: int = GZIP_MAX_MEMBERS) -> bytes:
     """Inflate gzip `data` (one member or several, RFC 1952), never past `limit` + 1 bytes, so a
     small body that inflates to gigabytes costs no more than the limit: PayloadTooLarge past
-    `limit`, BadRequest for anything that is not whole gzip (no content in the message)."""
+    `limit` or `max_members`, BadRequest for anything that is not whole gzip (no content in the
+    message).
+
+    Linear in `data`: zlib copies the input left over after a member ends (`unused_data`), so
+    handing it all of the rest at each member made a body of many members cost the square of its
+    size. Each member is given slices of a memoryview instead, starting small and doubling, so
+    the leftover copied stays within about twice the member's size."""
+    view = memoryview(data)
     out = bytearray()
-    rest = data
+    pos = members = 0
     while True:
+        members += 1
+        if members > max_members:
+            raise PayloadTooLarge(f"the body has more than {max_members} gzip members")
         inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)  # gzip header and trailer
-        try:
-            out += inflater.decompress(rest, limit + 1 - len(out))
-        except zlib.error:
-            raise BadRequest("the body is not valid gzip") from None
-        if len(out) > limit:
-            raise PayloadTooLarge(f"the decoded body exceeds {limit} bytes")
-        if not inflater.eof:
-            raise BadRequest("the body is not valid gzip (truncated)")
-        rest = inflater.unused_data
-        if not rest:
+        step = _GZIP_READS[0]
+        while not inflater.eof:
+            chunk = view[pos : pos + step]
+            if not chunk:
+                raise BadRequest("the body is not valid gzip (truncated)")
+            try:
+                out += inflater.decompress(chunk, limit + 1 - len(out))
+            except zlib.error:
+                raise BadRequest("the body is not valid gzip") from None
+            if len(out) > limit:
+                raise PayloadTooLarge(f"the decoded body exceeds {limit} bytes")
+            pos += len(chunk) - len(inflater.unused_data)
+            step = min(2 * step, _GZIP_READS[1])
+        if pos == len(view):
             return bytes(out)
 
 
@@ -428,6 +449,7 @@ async def compressed(request: Request, response: Response) -> Response:
 __all__ = [
     "ACCEPTED_CODINGS",
     "CORRELATION_HEADER",
+    "GZIP_MAX_MEMBERS",
     "GZIP_RESPONSE_MIN",
     "PROBLEM_JSON",
     "DirectRoute",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import os
 import zlib
+from typing import Any
 
 import pytest
 from starlette.requests import Request
@@ -14,6 +15,7 @@ from starlette.responses import Response
 from exchange.core.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from exchange.core.http import (
     ACCEPTED_CODINGS,
+    GZIP_MAX_MEMBERS,
     GZIP_RESPONSE_MIN,
     accepts_gzip,
     compressed,
@@ -63,6 +65,53 @@ def test_a_body_that_inflates_past_the_limit_is_413_without_inflating_it_all():
         gunzip_limited(bomb, 1024)
     with pytest.raises(PayloadTooLarge):  # the limit counts across members too
         gunzip_limited(gzip.compress(b"a" * 600) + gzip.compress(b"b" * 600), 1024)
+
+
+class CountingInflaters:
+    """Stands in for `zlib.decompressobj`: real inflaters that count the input bytes zlib is given
+    and the leftover input it copies out (`unused_data`), which is where the work is."""
+
+    def __init__(self) -> None:
+        self.fed = self.copied = self.made = 0
+        self.real = zlib.decompressobj
+
+    def __call__(self, *args: int, **kwargs: int) -> CountingInflaters.Inflater:
+        self.made += 1
+        return CountingInflaters.Inflater(self, self.real(*args, **kwargs))
+
+    class Inflater:
+        def __init__(self, counts: CountingInflaters, inner: Any) -> None:
+            self.counts, self.inner = counts, inner
+
+        def decompress(self, data: Any, max_length: int = 0) -> bytes:
+            self.counts.fed += len(data)
+            out: bytes = self.inner.decompress(data, max_length)
+            self.counts.copied += len(self.inner.unused_data)
+            return out
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+
+def test_many_members_cost_work_in_proportion_to_the_body_not_its_square(monkeypatch):
+    member = gzip.compress(b'{"resourceType": "Patient"}\n' * 40)
+    body = member * 4000  # ~240 KB in 4,000 members: the old loop handed zlib ~470 MB of it
+    counts = CountingInflaters()
+    monkeypatch.setattr(zlib, "decompressobj", counts)
+    assert gunzip_limited(body, 10 << 20) == b'{"resourceType": "Patient"}\n' * 40 * 4000
+    assert counts.made == 4000
+    assert counts.fed <= 2 * len(body)
+    assert counts.copied <= 2 * len(body)
+
+
+def test_more_members_than_the_limit_is_413_before_inflating_them():
+    counts = CountingInflaters()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(zlib, "decompressobj", counts)
+        with pytest.raises(PayloadTooLarge, match=f"more than {GZIP_MAX_MEMBERS} gzip members"):
+            gunzip_limited(gzip.compress(b"") * (GZIP_MAX_MEMBERS + 1000), 1 << 20)
+    assert counts.made == GZIP_MAX_MEMBERS
+    assert gunzip_limited(gzip.compress(b"a") * GZIP_MAX_MEMBERS, 1 << 20) == b"a" * GZIP_MAX_MEMBERS
 
 
 def test_exactly_the_limit_is_accepted():
