@@ -117,18 +117,12 @@ def serve(
         resolve(factory)  # fail fast with one line if the service is not built
         import uvicorn
 
-        uvicorn.run(
-            factory,
-            factory=True,
-            host=host or settings.host,
-            port=port or default_port,
-            workers=workers,
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            loop="uvloop",
-            http="httptools",
-        )
+        from exchange.core.server import uvicorn_options
+
+        # uvloop, httptools and the connection limits that hold before auth (exchange.core.server)
+        options = uvicorn_options()
+        uvicorn.run(factory, factory=True, host=host or settings.host, port=port or default_port, workers=workers,
+                    **options)  # fmt: skip
     except ExchangeError as exc:
         raise fail(str(exc)) from None
 

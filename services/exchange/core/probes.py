@@ -18,6 +18,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from exchange.core.http import ReadinessCheck, create_service_app
+from exchange.core.server import uvicorn_options
 
 START_TIMEOUT = 10.0
 
@@ -46,7 +47,7 @@ class ProbeServer:
         self, name: str, host: str, port: int, registry: CollectorRegistry, readiness: Mapping[str, ReadinessCheck]
     ) -> None:
         self.app = create_service_app(name, registry=registry, readiness=readiness)
-        config = uvicorn.Config(self.app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+        config = uvicorn.Config(self.app, host=host, port=port, lifespan="off", **uvicorn_options())
         self._server = _Server(config)
         self._task: asyncio.Task[Any] | None = None
 

@@ -114,6 +114,49 @@ class ServiceSettings(ExchangeSettings):
     )
 
 
+class HttpServerSettings(ExchangeSettings):
+    """Limits of the HTTP server (exchange.core.server), enforced before a request reaches the app.
+    An ingress in front has its own, usually looser ones (README, Security): these are the floor."""
+
+    http_max_header_bytes: int = Field(
+        32_768,
+        ge=1024,
+        alias="HTTP_MAX_HEADER_BYTES",
+        description="Largest request head (request line and header fields); 431 beyond. ingress-nginx's default "
+        "buffers hold 4 x 8 KiB.",
+    )
+    http_max_headers: int = Field(
+        100, ge=8, alias="HTTP_MAX_HEADERS", description="Most header fields in a request; 431 beyond."
+    )
+    http_header_timeout: float = Field(
+        10.0,
+        gt=0,
+        alias="HTTP_HEADER_TIMEOUT",
+        description="Seconds from a request's first byte (or a new connection) to the end of its head; 408 and "
+        "the connection closed after.",
+    )
+    http_body_timeout: float = Field(
+        30.0,
+        gt=0,
+        alias="HTTP_BODY_TIMEOUT",
+        description="Longest pause, in seconds, while a client sends a body; 408 and the connection closed after.",
+    )
+    http_keepalive_timeout: int = Field(
+        75,
+        ge=1,
+        alias="HTTP_KEEPALIVE_TIMEOUT",
+        description="Seconds an idle keep-alive connection is kept: longer than an ingress keeps its idle upstream "
+        "connections (ingress-nginx 60 s, Skipper 20 s), so the ingress, not the service, closes them.",
+    )
+    http_max_connections: int = Field(
+        1000,
+        ge=1,
+        alias="HTTP_MAX_CONNECTIONS",
+        description="Connections or requests in progress (uvicorn's limit_concurrency) beyond which a request is "
+        "answered 503 with Retry-After.",
+    )
+
+
 class DatabaseSettings(ExchangeSettings):
     """Postgres connection (asyncpg pool)."""
 
