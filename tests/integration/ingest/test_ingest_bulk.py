@@ -69,3 +69,35 @@ async def test_an_empty_bulk_body_is_400(client, auth):
     resp = await client.post("/v1/ingest/bulk", content=b"\n\n", headers=auth("application/x-ndjson"))
     assert resp.status_code == 400
     assert resp.headers["content-type"] == "application/problem+json"
+
+
+def patient_of_size(size: int) -> bytes:
+    """A valid FHIR Patient line of exactly `size` bytes (its family name pads it)."""
+    empty = orjson.dumps({"resourceType": "Patient", "name": [{"family": ""}]})
+    return orjson.dumps({"resourceType": "Patient", "name": [{"family": "a" * (size - len(empty))}]})
+
+
+async def test_a_line_over_the_single_record_limit_is_rejected_too_large_and_never_becomes_an_event(
+    client, auth, db, ingest_settings, contract_validator
+):
+    limit = ingest_settings.ingest_max_body_bytes
+    body = b"\n".join([patient_of_size(limit), patient_of_size(limit + 1), patient_of_size(200)])
+    resp = await client.post("/v1/ingest/bulk", content=body, headers=auth("application/fhir+ndjson"))
+    assert resp.status_code == 202, resp.text[:300]
+    data = resp.json()
+    contract_validator("BulkAccepted", data)
+    results = {r["line"]: r for r in data["results"]}
+    assert results[2] == {"line": 2, "status": "rejected", "errors": [{"pointer": "", "reason": "too-large"}]}
+    assert results[1]["status"] == results[3]["status"] == "accepted"  # exactly the limit is fine
+    assert (data["accepted"], data["rejected"]) == (2, 1)
+    ids = [results[1]["record_id"], results[3]["record_id"]]
+    assert await db.fetchval("SELECT count(*) FROM ingest.outbox WHERE record_id = ANY($1::uuid[])", ids) == 2
+
+
+async def test_a_bulk_body_whose_only_line_is_too_large_is_422_with_its_result(client, auth, ingest_settings):
+    body = patient_of_size(ingest_settings.ingest_max_body_bytes + 1)
+    resp = await client.post("/v1/ingest/bulk", content=body, headers=auth("application/fhir+ndjson"))
+    assert resp.status_code == 422
+    assert resp.json()["results"] == [
+        {"line": 1, "status": "rejected", "errors": [{"pointer": "", "reason": "too-large"}]}
+    ]
