@@ -1,6 +1,6 @@
 """`Content-Encoding: gzip` on both ingest operations: the decoded body is what is validated,
 fingerprinted, stored and hashed; other codings are 415, broken gzip is 400 and a body that
-inflates past the limit is 413, none of them claiming the Idempotency-Key."""
+inflates past the limit or holds too many gzip members is 413, none of them claiming the Idempotency-Key."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import uuid
 
 import orjson
 from aiobotocore.session import get_session
+
+from exchange.core.http import GZIP_MAX_MEMBERS
 
 
 async def _stored(s3, key: str) -> bytes:
@@ -89,6 +91,18 @@ async def test_a_body_that_inflates_past_the_limit_is_413_and_claims_nothing(cli
     resp = await client.post("/v1/ingest", content=bomb, headers=auth(key=key, **{"Content-Encoding": "gzip"}))
     assert resp.status_code == 413
     assert resp.headers["content-type"] == "application/problem+json"
+    assert await _claimed(db, key) == 0
+
+
+async def test_a_gzip_body_of_more_members_than_the_limit_is_413_and_claims_nothing(client, auth, db, synthea):
+    line = synthea["Patient"][0] + b"\n"
+    members = gzip.compress(line) * (GZIP_MAX_MEMBERS + 1)  # one member per line: valid, just too many
+    key = uuid.uuid4().hex
+    headers = auth("application/fhir+ndjson", key=key, **{"Content-Encoding": "gzip"})
+    resp = await client.post("/v1/ingest/bulk", content=members, headers=headers)
+    assert resp.status_code == 413
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert f"more than {GZIP_MAX_MEMBERS} gzip members" in resp.json()["detail"]
     assert await _claimed(db, key) == 0
 
 
