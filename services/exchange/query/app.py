@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
 
 import strawberry
 from fastapi import Depends, FastAPI, Request
 from graphql import GraphQLError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from strawberry.fastapi import GraphQLRouter
 from strawberry.types import ExecutionContext
 
 from exchange.core.auth import JWTVerifier, Principal, require_scope
@@ -24,6 +22,7 @@ from exchange.query.db import Database, open_pool
 from exchange.query.limits import extensions
 from exchange.query.loaders import Loaders
 from exchange.query.repo import Repo
+from exchange.query.router import QueryRouter
 from exchange.query.schema import Context, Query
 from exchange.query.settings import SCOPE, QuerySettings
 
@@ -90,7 +89,7 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
     async def context(request: Request, principal: Principal = Depends(require_scope(SCOPE))) -> Context:
         return Context(principal, Loaders(request.app.state.repo, principal.tenant), settings)
 
-    router: GraphQLRouter[Any, None] = GraphQLRouter(
+    router = QueryRouter(
         schema,
         path="/graphql",
         context_getter=context,

@@ -106,3 +106,16 @@ async def test_the_served_schema_is_the_contract(local_client: httpx.AsyncClient
                                        headers={"Authorization": "Bearer dev"})  # fmt: skip
     served = print_schema(lexicographic_sort_schema(build_client_schema(response.json()["data"])))
     assert served == print_schema(lexicographic_sort_schema(build_schema(contract)))
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"null", b'"a string"', b"42", b"true", b"[]", b"[1, 2]", b"{not json", b"", b'{"query": 7}', b'{"variables": []}',
+     b'{"query": "{ __typename }", "operationName": 7}', b'{"query": "{ __typename }", "extensions": "x"}'],
+)  # fmt: skip
+async def test_any_body_that_is_not_a_graphql_request_is_a_4xx_problem_never_a_500(api: Api, body: bytes) -> None:
+    headers = {"Authorization": f"Bearer {api.token()}", "Content-Type": "application/json"}
+    response = await api.client.post("/graphql", content=body, headers=headers)
+    assert 400 <= response.status_code < 500, (response.status_code, response.text)
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == response.status_code
