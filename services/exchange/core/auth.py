@@ -2,8 +2,11 @@
 
 Rules: only allow-listed asymmetric algorithms (never `none`, never HS*, so HS/RS confusion is
 impossible); the key's type must match the token's algorithm; `kid` is required; `iss`, `aud`,
-`exp` (with a small leeway) and `sub` are required; scopes come from `scope` (space separated) or
-`scp` (list); the tenant from the configured claim, falling back to `sub`, never from a body.
+`exp` (with a small leeway) and `sub` are required, and a partner token may not live longer than
+`JWT_MAX_LIFETIME_SECONDS` (`exp - iat`, or `exp - now` without `iat`); scopes come from `scope`
+(space separated) or `scp` (list), and the wildcard scope `*` means every scope only for
+`Bearer dev`; the tenant from the configured claim, falling back to `sub`, never from a body, and
+it must be an identifier (TENANT_PATTERN: it becomes part of object keys and rows).
 JWKS are cached and refetched at most once per unknown `kid` (rate limited, so a flood of random
 kids cannot hammer the issuer). `Bearer dev` is accepted only when ENV=local.
 
@@ -19,6 +22,7 @@ accepted within `JWKS_CACHE_SECONDS` + `JWT_CACHE_SECONDS`.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,6 +39,10 @@ from exchange.core.settings import AuthSettings
 
 log = get_logger(__name__)
 
+TENANT_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@|+-]{0,127}$")
+"""A tenant: 1-128 characters, letters and digits first, then also `. _ : @ | + -` (which `sub`s
+such as `client@clients` or `auth0|abc` use); no `/`, so it cannot climb out of its key prefix."""
+
 _KEY_TYPES = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
 DEV_TOKEN = "dev"
 
@@ -50,7 +58,8 @@ class Principal:
     is_dev: bool = False
 
     def has_scope(self, scope: str) -> bool:
-        return scope in self.scopes
+        """Whether the principal holds `scope`; `*` holds every scope for `Bearer dev` only."""
+        return scope in self.scopes or (self.is_dev and "*" in self.scopes)
 
 
 class JWKSCache:
@@ -157,6 +166,10 @@ class JWTVerifier:
     async def _verify(self, token: str) -> tuple[Principal, float]:
         """Check the token's signature and claims: its Principal, and until when it may be used."""
         claims = await self._claims(token, issuer=self.settings.jwt_issuer, audience=self.settings.jwt_audience)
+        # Partner tokens only: the API server issues ServiceAccount tokens that live a year.
+        lifetime = float(claims["exp"]) - float(claims.get("iat", time.time()))
+        if lifetime > self.settings.jwt_max_lifetime_seconds:
+            raise Unauthorized(f"token lifetime exceeds {self.settings.jwt_max_lifetime_seconds} seconds")
         return self._principal(claims), float(claims["exp"]) + self.settings.jwt_leeway_seconds
 
     async def _claims(self, token: str, *, issuer: str | None, audience: str | None) -> dict[str, Any]:
@@ -201,7 +214,7 @@ class JWTVerifier:
         scopes = raw_scopes.split() if isinstance(raw_scopes, str) else [str(s) for s in raw_scopes]
         roles = claims.get("roles", [])
         tenant = claims.get(self.settings.jwt_tenant_claim) or claims["sub"]
-        if not isinstance(tenant, str) or not tenant or len(tenant) > 128:
+        if not isinstance(tenant, str) or not TENANT_PATTERN.match(tenant):
             raise Unauthorized("token carries no usable tenant")
         return Principal(
             subject=str(claims["sub"]),
@@ -220,7 +233,7 @@ def require_scope(scope: str) -> Callable[[Request], Awaitable[Principal]]:
     async def dependency(request: Request) -> Principal:
         verifier: JWTVerifier = request.app.state.verifier
         principal = await verifier.verify(request.headers.get("authorization"))
-        if not (principal.has_scope(scope) or "*" in principal.scopes):
+        if not principal.has_scope(scope):
             raise Forbidden(f"missing scope {scope}")
         return principal
 

@@ -202,6 +202,13 @@ class AuthSettings(ExchangeSettings):
         description="Allow-listed asymmetric algorithms; HS* and none are never accepted.",
     )
     jwt_leeway_seconds: int = Field(30, alias="JWT_LEEWAY_SECONDS", description="Clock skew allowed on exp/nbf.")
+    jwt_max_lifetime_seconds: int = Field(
+        86_400,
+        ge=60,
+        alias="JWT_MAX_LIFETIME_SECONDS",
+        description="Longest lifetime (`exp - iat`) of a partner token accepted: a stolen long-lived token is a "
+        "long-lived breach (24 h default; ServiceAccount tokens are not subject to it).",
+    )
     jwt_tenant_claim: str = Field(
         "tenant", alias="JWT_TENANT_CLAIM", description="Claim naming the tenant; falls back to `sub`."
     )

@@ -47,6 +47,14 @@ def parse_key(raw: str | None) -> str:
     return value
 
 
+def request_key(values: list[str]) -> str:
+    """The key from every value the header had in a request: more than one is BadRequest (400),
+    since which one the client meant cannot be known; else as `parse_key`."""
+    if len(values) > 1:
+        raise BadRequest(f"the {HEADER} header must be sent once")
+    return parse_key(values[0] if values else None)
+
+
 def fingerprint(path: str, media_type: str, body: bytes) -> bytes:
     """What "the same request" means: same path, same media type, same body bytes."""
     digest = hashlib.sha256()

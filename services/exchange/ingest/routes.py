@@ -36,7 +36,7 @@ from exchange.core.http import (
 )
 from exchange.core.kafka import traceparent as new_traceparent
 from exchange.core.logging import current_correlation_id, get_logger, new_correlation_id
-from exchange.ingest.idempotency import HEADER, Claim, IdempotencyStore, StoredResponse, fingerprint, parse_key
+from exchange.ingest.idempotency import HEADER, Claim, IdempotencyStore, StoredResponse, fingerprint, request_key
 from exchange.ingest.metrics import IngestMetrics
 from exchange.ingest.settings import IngestSettings
 from exchange.ingest.store import NewRecord, RecordStore, build_event, bulk_event_factory, uuid7_strings
@@ -103,7 +103,7 @@ async def _idempotent(
     max_lines: int | None = None,
 ) -> Response:
     ctx: IngestContext = request.app.state.ingest
-    key = parse_key(request.headers.get(HEADER))
+    key = request_key(request.headers.getlist(HEADER))
     media, fmt = _media_type(request, allowed)
     coding = content_coding(request)
     body = await decoded_body(coding, await read_body_limited(request, limit), limit)

@@ -23,6 +23,11 @@ ATTACKS = {
     "unknown_kid": lambda j: j.token(kid="nobody"),
     "garbage": lambda j: "not.a.jwt",
     "dev_outside_local": lambda j: "dev",
+    "tenant_climbing_out_of_its_prefix": lambda j: j.token(tenant="../../other"),
+    "tenant_with_a_slash": lambda j: j.token(tenant="acme/other"),
+    "sub_as_tenant_not_an_identifier": lambda j: j.token(tenant=None, sub="a b"),
+    "lifetime_over_the_maximum": lambda j: j.token(exp=int(time.time()) + 2 * 86_400),
+    "no_iat_and_expiring_too_late": lambda j: j.token(iat=None, exp=int(time.time()) + 30 * 86_400),
 }
 
 
@@ -54,6 +59,13 @@ async def test_an_es256_token_is_accepted(client, auth, samples, jwks_server):
 
 async def test_a_token_without_the_ingest_scope_is_403(client, auth, samples, jwks_server):
     headers = auth() | {"Authorization": f"Bearer {jwks_server.token(scope='query:read')}"}
+    resp = await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=headers)
+    assert resp.status_code == 403
+    assert resp.headers["content-type"] == "application/problem+json"
+
+
+async def test_the_wildcard_scope_in_a_signed_token_grants_nothing(client, auth, samples, jwks_server):
+    headers = auth() | {"Authorization": f"Bearer {jwks_server.token(scope='*')}"}
     resp = await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=headers)
     assert resp.status_code == 403
     assert resp.headers["content-type"] == "application/problem+json"

@@ -26,6 +26,16 @@ async def test_a_missing_or_malformed_key_is_400(client, auth, samples):
         assert resp.headers["content-type"] == "application/problem+json"
 
 
+async def test_two_idempotency_key_headers_are_400_and_claim_neither(client, auth, samples, db):
+    headers = [(k, v) for k, v in auth().items() if k != "Idempotency-Key"]
+    headers += [("Idempotency-Key", "twice-a"), ("Idempotency-Key", "twice-b")]
+    resp = await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=headers)
+    assert resp.status_code == 400
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert "sent once" in resp.json()["detail"]
+    assert await db.fetchval("SELECT count(*) FROM ingest.idempotency_keys WHERE key LIKE 'twice-%'") == 0
+
+
 async def test_a_255_character_key_and_a_structured_field_string_are_accepted(client, auth, samples):
     body = orjson.dumps(samples.native_v1())
     assert (await client.post("/v1/ingest", content=body, headers=auth(key="k" * 255))).status_code == 202

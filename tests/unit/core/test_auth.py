@@ -244,3 +244,30 @@ async def test_a_key_removed_from_the_jwks_stops_verifying_within_both_cache_tim
         time.sleep(1.1)
         with pytest.raises(Unauthorized, match="unknown signing key"):
             await verifier.verify(f"Bearer {token}")
+
+
+@pytest.mark.parametrize("tenant", ["acme", "client@clients", "auth0|abc123", "system:serviceaccount:ns:a", "x" * 128])
+async def test_a_tenant_that_is_an_identifier_is_accepted(verifier, jwks_server, tenant):
+    assert (await verifier.verify(f"Bearer {jwks_server.token(tenant=tenant)}")).tenant == tenant
+
+
+@pytest.mark.parametrize("tenant", ["../../other", "a/b", ".hidden", "-x", "with space", "x" * 129, "é", 7, ["a"]])
+async def test_a_tenant_that_is_not_an_identifier_is_unauthorized(verifier, jwks_server, tenant):
+    with pytest.raises(Unauthorized, match="no usable tenant"):
+        await verifier.verify(f"Bearer {jwks_server.token(tenant=tenant)}")
+
+
+async def test_the_wildcard_scope_holds_every_scope_for_bearer_dev_only(verifier, jwks_server, monkeypatch):
+    signed = await verifier.verify(f"Bearer {jwks_server.token(scope='*')}")
+    assert "*" in signed.scopes and not signed.has_scope("ingest:write")
+    monkeypatch.setenv("ENV", "local")
+    assert (await JWTVerifier(load(AuthSettings)).verify("Bearer dev")).has_scope("ingest:write")
+
+
+async def test_a_token_living_longer_than_the_maximum_is_unauthorized(jwks_server, monkeypatch):
+    verifier = make_verifier(jwks_server, monkeypatch, JWT_MAX_LIFETIME_SECONDS="3600")
+    now = int(time.time())
+    assert (await verifier.verify(f"Bearer {jwks_server.token(iat=now, exp=now + 3600)}")).tenant == "acme"
+    for claims in ({"iat": now - 60, "exp": now + 3600}, {"iat": None, "exp": now + 3700}):
+        with pytest.raises(Unauthorized, match="lifetime exceeds 3600 seconds"):
+            await verifier.verify(f"Bearer {jwks_server.token(**claims)}")
