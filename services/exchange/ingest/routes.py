@@ -40,7 +40,7 @@ from exchange.ingest.idempotency import HEADER, Claim, IdempotencyStore, StoredR
 from exchange.ingest.metrics import IngestMetrics
 from exchange.ingest.settings import IngestSettings
 from exchange.ingest.store import NewRecord, RecordStore, build_event, bulk_event_factory, uuid7_strings
-from exchange.ingest.validation import Classified, RecordInvalid, classify
+from exchange.ingest.validation import Classified, DuplicateKey, RecordInvalid, classify
 
 log = get_logger(__name__)
 writer = require_scope("ingest:write")
@@ -142,6 +142,8 @@ async def _release(ctx: IngestContext, claim: Claim) -> None:
 def _envelope(doc_error: RecordInvalid | ValueError) -> ContentError:
     if isinstance(doc_error, RecordInvalid):
         return ContentError(422, "the record does not match the contract", errors=doc_error.errors)
+    if isinstance(doc_error, DuplicateKey):
+        return ContentError(400, "an object in the body repeats a key")
     return ContentError(400, "the body is not valid JSON")
 
 
@@ -196,8 +198,9 @@ async def _bulk(ctx: IngestContext, claim: Claim, req: Intake) -> bytes:
         except RecordInvalid as exc:
             results.append({"line": number, "status": "rejected", "errors": exc.errors})
             continue
-        except ValueError:
-            results.append({"line": number, "status": "rejected", "errors": [{"pointer": "", "reason": "json"}]})
+        except ValueError as exc:
+            reason = "duplicate-key" if isinstance(exc, DuplicateKey) else "json"
+            results.append({"line": number, "status": "rejected", "errors": [{"pointer": "", "reason": reason}]})
             continue
         record_id = next(ids)
         accepted.append((number, record_id, kind))

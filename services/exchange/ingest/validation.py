@@ -16,9 +16,11 @@ accepted). Both use the same format checkers (the `jsonschema` ones), so "valid"
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
+import jiter
 import jsonschema_rs
 import orjson
 from jsonschema import Draft202012Validator
@@ -42,6 +44,10 @@ class RecordInvalid(Exception):
     def __init__(self, errors: PointerErrors) -> None:
         super().__init__(f"{len(errors)} contract violation(s)")
         self.errors = errors
+
+
+class DuplicateKey(ValueError):
+    """A JSON object of the body repeats a key (the key is not named: it could be anything)."""
 
 
 class Classified(NamedTuple):
@@ -176,23 +182,64 @@ def _fhir_errors(doc: Any, prefix: str = "") -> PointerErrors:
     return errors[:20]
 
 
-def classify_fhir(doc: Any) -> Classified:
-    """Validate a FHIR R4 resource of an accepted type, or a Bundle of them; raises RecordInvalid."""
+# FHIR R4's integer, positiveInt and unsignedInt are 32-bit, which JSON cannot say: choice
+# elements carry the type in their name (valueInteger, doseNumberPositiveInt), and these are the
+# other integer elements of the accepted resources and their data types.
+_INT32_SUFFIXES = ("Integer", "PositiveInt", "UnsignedInt")
+_INT32_ELEMENTS = frozenset({"rank", "sequence", "count", "countMax", "frequency", "frequencyMax", "offset", "size",
+                             "total", "dimensions"})  # fmt: skip
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+# Only a body with ten digits in a row, or a number with an exponent, can hold an integer out of
+# range: any other is not walked (walking a record costs ~10x parsing it).
+_MAYBE_LARGE = re.compile(rb"[0-9]{10}|[0-9][eE][-+]?[0-9]")
+
+
+def _int32_errors(node: Any, pointer: str = "") -> Iterator[dict[str, str]]:
+    """Pointer errors for integer elements (see above) whose value is beyond the 32-bit range (orjson
+    reads an integer beyond 64 bits as a float)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{pointer}/{_escape(key)}"
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                if (key.endswith(_INT32_SUFFIXES) or key in _INT32_ELEMENTS) and not _INT32_MIN <= value <= _INT32_MAX:
+                    yield {"pointer": here, "reason": "maximum" if value > 0 else "minimum"}
+            else:
+                yield from _int32_errors(value, here)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _int32_errors(value, f"{pointer}/{i}")
+
+
+def classify_fhir(doc: Any, data: bytes = b"") -> Classified:
+    """Validate a FHIR R4 resource of an accepted type, or a Bundle of them, `data` being its JSON
+    text; raises RecordInvalid."""
     errors = _fhir_errors(doc)
+    if not errors and _MAYBE_LARGE.search(data):
+        errors = list(_int32_errors(doc))[:20]
     if errors:
         raise RecordInvalid(errors)
     return Classified("fhir", str(doc["resourceType"]), FHIR_VERSION)
 
 
 def parse_json(data: bytes) -> Any:
-    """Parse JSON; raises ValueError with a value-free message."""
+    """Parse JSON as orjson does (the normalizer reads the raw record back with it), refusing an
+    object that repeats a key: RFC 8259 leaves its meaning open, orjson keeps the last one, and a
+    repeated `resourceType` let an empty Patient in. Raises ValueError, or DuplicateKey, with a
+    value-free message."""
     try:
-        return orjson.loads(data)
+        doc = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise ValueError("not valid JSON") from None
+    try:
+        jiter.from_json(data, catch_duplicate_keys=True, cache_mode=False)  # ~2x orjson's time
+    except ValueError as exc:
+        if str(exc).startswith("Detected duplicate key"):
+            raise DuplicateKey("an object repeats a key") from None
+        raise ValueError("not valid JSON") from None
+    return doc
 
 
 def classify(source_format: str, data: bytes) -> Classified:
     """Parse and validate one record of `source_format` (`native` or `fhir`)."""
     doc = parse_json(data)
-    return classify_native(doc) if source_format == "native" else classify_fhir(doc)
+    return classify_native(doc) if source_format == "native" else classify_fhir(doc, data)

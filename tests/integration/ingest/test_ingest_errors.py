@@ -51,6 +51,30 @@ async def test_a_body_that_is_not_json_is_400(client, auth):
     assert resp.headers["content-type"] == "application/problem+json"
 
 
+async def test_a_repeated_key_is_400_naming_neither_key_nor_value(client, auth):
+    twice = b'{"resourceType": "Bundle", "type": "collection", "resourceType": "Patient"}'
+    resp = await client.post("/v1/ingest", content=twice, headers=auth("application/fhir+json"))
+    assert resp.status_code == 400
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["detail"] == "an object in the body repeats a key"
+    bulk = await client.post(
+        "/v1/ingest/bulk", content=b'{"resourceType": "Patient"}\n' + twice, headers=auth("application/fhir+ndjson")
+    )
+    assert bulk.status_code == 202
+    assert bulk.json()["results"][1] == {
+        "line": 2,
+        "status": "rejected",
+        "errors": [{"pointer": "", "reason": "duplicate-key"}],
+    }
+
+
+async def test_an_integer_element_beyond_32_bits_is_422_at_its_pointer(client, auth):
+    observation = {"resourceType": "Observation", "status": "final", "code": {"text": "steps"}, "valueInteger": 2**40}
+    resp = await client.post("/v1/ingest", content=orjson.dumps(observation), headers=auth("application/fhir+json"))
+    assert resp.status_code == 422
+    assert resp.json()["errors"] == [{"pointer": "/valueInteger", "reason": "maximum"}]
+
+
 async def test_schema_violations_are_422_naming_pointers_never_values(client, auth, samples):
     record = samples.native_v1(ssn="not-an-" + CANARY_SSN, birth_date=CANARY_NAME)
     record["record_type"] = CANARY_NAME
