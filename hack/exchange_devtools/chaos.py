@@ -17,8 +17,9 @@ fault's records, what must hold:
 - duplicates = 0: no logical record (the SHA-256 of its body) is registered twice by ingest,
   stored twice in `canonical.records`, announced twice on `record.normalized.v1` (the normalizer's
   outbox), or owns two rows of one canonical table;
-- every 5xx the partner saw was retryable (502/503/504) and its record ended in a 202 under the
-  same key; no record was refused for good;
+- every 5xx the partner saw was retryable (the services' own: 502/503/504; the ingress's own
+  answer when a backend died mid-request is 500) and its record ended in a 202 under the same
+  key; no record was refused for good;
 - the pipeline is whole again (every Deployment and StatefulSet Ready), plus the fault's own check.
 
 Recovery seconds: from the injection until the first record first sent after the fault took effect
@@ -338,7 +339,7 @@ def _account(row: Row, deliveries: list[Delivery], effect: float | None, injecte
     accepted = [d for d in deliveries if d.record_id]
     row.sent, row.accepted = len(deliveries), len(accepted)
     row.normalized = sum(1 for d in accepted if d.normalized_at)
-    row.five_xx = sum(1 for d in deliveries for s in d.outcomes if s.isdigit() and int(s) >= 500)
+    row.five_xx = sum(1 for d in deliveries for s in d.outcomes if s.startswith("5"))
     later = [d for d in deliveries if effect and d.first_sent >= effect]
     if accepted_at := [d.accepted_at for d in later if d.accepted_at]:
         row.accepting = min(accepted_at) - injected
@@ -353,9 +354,12 @@ def _account(row: Row, deliveries: list[Delivery], effect: float | None, injecte
         row.problems.append(f"{len(refused)} records never accepted (one's last answers: {example})")
     if odd := sum(1 for d in deliveries for s in d.outcomes if s == "409-without-retry-after"):
         row.problems.append(f"{odd} answers 409 without Retry-After (the contract's 409 carries one)")
-    bad = sorted({s for d in deliveries for s in d.outcomes if s.isdigit() and int(s) >= 500} - {"502", "503", "504"})
+    # The services' own 5xx must say "retry" (502/503/504); the ingress's (`-ingress`: the backend
+    # gone or unreachable) are retried like any gateway error.
+    own = {s for d in deliveries for s in d.outcomes if s.startswith("5") and s.isdigit()}
+    bad = sorted(own - {"502", "503", "504"})
     if bad:
-        row.problems.append(f"non-retryable 5xx seen: {', '.join(bad)}")
+        row.problems.append(f"non-retryable 5xx from the services seen: {', '.join(bad)}")
     unretried = [d for d in deliveries if any(s.startswith("5") for s in d.outcomes) and not d.record_id]
     if unretried:
         row.problems.append(f"{len(unretried)} records saw a 5xx and never got their 202")

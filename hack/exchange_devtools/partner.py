@@ -7,8 +7,8 @@
 - `Partner.deliver`: POST with the record's own Idempotency-Key; every 5xx, connection error and
   timeout is retried with the SAME key after a backoff (exponential, full jitter), a 409 (the
   key's first request still running) after its Retry-After; a 202 ends it, another 4xx ends it
-  refused. Every answer is kept (`Delivery.outcomes`; a 409 without Retry-After, which the
-  contract does not describe, is retried too and kept as `409-without-retry-after`).
+  refused. Every answer is kept (`Delivery.outcomes`, see `outcome`; a 409 without Retry-After,
+  which the contract does not describe, is retried too).
 - `Partner.watch` / `settle`: which accepted records GraphQL (through the same ingress) already
   serves, and since when (`normalizedAt`).
 """
@@ -100,6 +100,17 @@ class Records:
         return delivery
 
 
+def outcome(status: int, retry_after: str | None, content_type: str) -> str:
+    """How an answer is kept: its status; `-ingress` for a 5xx the ingress controller gave itself
+    (not problem+json: the backend refused the connection, or died mid-request, which Skipper
+    answers 500); `409-without-retry-after` for a 409 the contract does not describe."""
+    if status >= 500 and not content_type.startswith("application/problem+json"):
+        return f"{status}-ingress"
+    if status == 409 and not retry_after:
+        return "409-without-retry-after"
+    return str(status)
+
+
 class Partner:
     """An HTTP client of one pipeline's ingress (`Host: host`, `Bearer dev`)."""
 
@@ -139,7 +150,7 @@ class Partner:
                 d.outcomes.append("transport")
             else:
                 status, retry_after = resp.status_code, resp.headers.get("Retry-After")
-                d.outcomes.append(str(status) if status != 409 or retry_after else "409-without-retry-after")
+                d.outcomes.append(outcome(status, retry_after, resp.headers.get("Content-Type", "")))
                 if status == 202:
                     d.record_id, d.accepted_at = str(resp.json()["record_id"]), time.time()
                     break
