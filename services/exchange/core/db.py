@@ -111,6 +111,9 @@ async def create_pool(settings: DatabaseSettings, *, generic_plans: bool = False
             min_size=overrides.pop("min_size", settings.db_pool_min),
             max_size=overrides.pop("max_size", settings.db_pool_max),
             command_timeout=settings.db_command_timeout,
+            # asyncpg waits 60 s by default: a SYN sent to a Postgres Pod that is gone (a Service
+            # not yet re-pointed) is then retransmitted for ~40 s while every request waits on it.
+            timeout=settings.db_connect_timeout,
             init=_init_connection,
             reset=overrides.pop("reset", _reset_if_failed),
             connection_class=overrides.pop("connection_class", _Connection),

@@ -164,6 +164,12 @@ class DatabaseSettings(ExchangeSettings):
     db_pool_min: int = Field(1, alias="DB_POOL_MIN", description="Connections kept open.")
     db_pool_max: int = Field(10, alias="DB_POOL_MAX", description="Upper bound of pooled connections.")
     db_command_timeout: float = Field(10.0, alias="DB_COMMAND_TIMEOUT", description="Seconds per statement.")
+    db_connect_timeout: float = Field(
+        5.0,
+        gt=0,
+        alias="DB_CONNECT_TIMEOUT",
+        description="Seconds to open a connection (TCP, TLS, startup, auth) before it is given up and retried.",
+    )
 
 
 class S3Settings(ExchangeSettings):

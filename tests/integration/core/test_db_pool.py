@@ -3,10 +3,14 @@ full reset after a failed statement, and broken connections replaced after a res
 
 from __future__ import annotations
 
+import asyncio
+import socket
+
 import asyncpg
 import pytest
 
 from exchange.core.db import DB_ERRORS, create_pool
+from exchange.core.errors import DependencyError
 from exchange.core.settings import DatabaseSettings
 from exchange_devtools.engines.postgres import PostgresServer
 
@@ -105,3 +109,16 @@ async def test_generic_plans_of_a_pool_never_scan_a_whole_table(postgres: Postgr
     finally:
         await batched.close()
         await caching_only.close()
+
+
+async def test_a_connection_that_never_answers_is_given_up_after_the_connect_timeout() -> None:
+    """A peer that takes the TCP connection and never answers (as a SYN to a Pod that is gone never
+    does) fails the pool's start within DB_CONNECT_TIMEOUT instead of asyncpg's 60 s."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts into its backlog, never replies
+        port = silent.getsockname()[1]
+        settings = DatabaseSettings(
+            DATABASE_URL=f"postgresql://nobody@127.0.0.1:{port}/none", DB_POOL_MIN=1, DB_CONNECT_TIMEOUT=0.5
+        )
+        with pytest.raises(DependencyError):
+            # 20 s is far above the setting and far below asyncpg's default, which the test must not wait for
+            await asyncio.wait_for(create_pool(settings), timeout=20)
