@@ -28,6 +28,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
@@ -40,8 +41,12 @@ from exchange.core.logging import (
     valid_correlation_id,
 )
 from exchange.core.metrics import HttpMetrics
+from exchange.core.server import REFUSED_SCOPE_KEY
 
 PROBLEM_JSON = "application/problem+json"
+CLIENT_CLOSED_REQUEST = 499
+"""The status a request is counted with when its client went away before the answer (nginx's
+code; never sent, the connection is gone): a client's abort is not the service's 5xx."""
 ReadinessCheck = Callable[[], Awaitable[None]]
 log = get_logger(__name__)
 
@@ -57,6 +62,7 @@ _STATUS_TITLES = {
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
     429: "Too Many Requests",
+    499: "Client Closed Request",
     500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -140,6 +146,11 @@ def error_response(request: Request, exc: Exception) -> JSONResponse:
     """The problem+json answer to an error raised while handling `request` (one place for every
     route, FastAPI's and the direct ones)."""
     path = request.url.path
+    if client_aborted(exc):
+        # Counted with what the server answered (a stalled body's 408), else as the client's abort.
+        status = request.scope.get(REFUSED_SCOPE_KEY, CLIENT_CLOSED_REQUEST)
+        log.info("client_aborted" if status == CLIENT_CLOSED_REQUEST else "request_refused", status=status, path=path)
+        return problem_response(status, "the client closed the connection", instance=path)
     if isinstance(exc, ProblemError):
         return problem_response(
             exc.status, exc.detail, title=exc.title, headers=exc.headers, extra=exc.extra, instance=path
@@ -156,11 +167,21 @@ def error_response(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(500, "internal error", instance=path)
 
 
+def client_aborted(exc: BaseException) -> bool:
+    """Whether `exc` means the client went away mid-request: Starlette's ClientDisconnect, also
+    when FastAPI re-raised it as a 400 while reading a body for a model."""
+    return isinstance(exc, ClientDisconnect) or (
+        isinstance(exc, StarletteHTTPException) and isinstance(exc.__cause__, ClientDisconnect)
+    )
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     async def handle(request: Request, exc: Exception) -> JSONResponse:
         return error_response(request, exc)
 
-    for kind in (ProblemError, RequestValidationError, StarletteHTTPException, Exception):
+    # ClientDisconnect has its own handler: the one for Exception runs in Starlette's outermost
+    # middleware, which re-raises to the server (logged there as an error).
+    for kind in (ProblemError, RequestValidationError, StarletteHTTPException, ClientDisconnect, Exception):
         app.add_exception_handler(kind, handle)
 
 
@@ -448,6 +469,7 @@ async def compressed(request: Request, response: Response) -> Response:
 
 __all__ = [
     "ACCEPTED_CODINGS",
+    "CLIENT_CLOSED_REQUEST",
     "CORRELATION_HEADER",
     "GZIP_MAX_MEMBERS",
     "GZIP_RESPONSE_MIN",
@@ -455,6 +477,7 @@ __all__ = [
     "DirectRoute",
     "ReadinessCheck",
     "accepts_gzip",
+    "client_aborted",
     "compressed",
     "content_coding",
     "create_service_app",

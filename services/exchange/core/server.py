@@ -31,6 +31,9 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from exchange.core.settings import HttpServerSettings, load
 
 PROBLEM_JSON = b"application/problem+json"
+REFUSED_SCOPE_KEY = "exchange.refused_with"
+"""Scope key set to the status the server answered a request with while the app still held it
+(a stalled body's 408): the app counts the request with it, not as a client abort."""
 LINGER_SECONDS = 0.5
 """How long a refused connection's remaining input is read and dropped before it is closed."""
 
@@ -169,6 +172,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         started = False
         if self.cycle is not None and not self.cycle.response_complete:
             started = self.cycle.response_started
+            if not started:
+                self.cycle.scope[REFUSED_SCOPE_KEY] = status  # type: ignore[literal-required]
             self.cycle.disconnected = True  # the app's receive() gets http.disconnect, its answer is dropped
             self.cycle.message_event.set()
         if not started:
@@ -202,4 +207,4 @@ def uvicorn_options() -> dict[str, Any]:
     }
 
 
-__all__ = ["LimitedHttpProtocol", "problem_bytes", "server_limits", "uvicorn_options"]
+__all__ = ["REFUSED_SCOPE_KEY", "LimitedHttpProtocol", "problem_bytes", "server_limits", "uvicorn_options"]

@@ -59,8 +59,10 @@ def send_all(sock: socket.socket, parts: list[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., int]]:
-    """`serve(**env)`: the port of `exchange serve tokenizer` running with these HTTP_* settings."""
+    """`serve(**env)`: the port of `exchange serve tokenizer` running with these HTTP_* settings
+    (`serve.logs[port]`: its log file)."""
     procs: list[subprocess.Popen[bytes]] = []
+    logs: dict[int, Path] = {}
 
     def start(**settings: str) -> int:
         port = free_port()
@@ -73,6 +75,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., in
             proc = subprocess.Popen([sys.executable, "-m", "exchange.cli.main", "serve", "tokenizer"], env=env,
                                     stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         procs.append(proc)
+        logs[port] = log_path
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert proc.poll() is None, log_path.read_text()[-2000:]
@@ -83,6 +86,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., in
             time.sleep(0.2)
         raise AssertionError(f"the tokenizer did not start: {log_path.read_text()[-2000:]}")
 
+    start.logs = logs  # type: ignore[attr-defined]
     yield start
     for proc in procs:
         proc.terminate()
@@ -138,6 +142,42 @@ def test_a_body_that_stalls_is_408_even_after_auth(port):
     answer = request(port, head + b"Content-Length: 1000\r\n\r\n" + b'{"records": [')
     assert answer.status == 408
     assert answer.problem()["detail"] == "the request body stalled"
+
+
+def counted(port: int, route: str) -> dict[str, float]:
+    """The requests to `route` counted in /metrics, by status, once there are any."""
+    deadline = time.monotonic() + SAFETY
+    while True:
+        text = request(port, b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").body.decode()
+        prefix = f'http_requests_total{{method="POST",route="{route}",status="'
+        found = {line[len(prefix) :].split('"')[0]: float(line.split()[-1]) for line in text.splitlines()
+                 if line.startswith(prefix)}  # fmt: skip
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
+
+
+def logged(serve: Callable[..., int], port: int) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in serve.logs[port].read_bytes().splitlines() if line.startswith(b"{")]  # type: ignore[attr-defined]
+
+
+def test_a_client_that_goes_away_mid_body_is_counted_499_and_logged_at_info_not_as_an_error(serve):
+    aborted = serve()
+    head = b"POST /v1/tokenize HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer dev\r\nContent-Type: application/json\r\n"
+    with socket.create_connection(("127.0.0.1", aborted), timeout=SAFETY) as sock:
+        sock.sendall(head + b"Content-Length: 1000\r\n\r\n" + b'{"records": [')
+    assert counted(aborted, "/v1/tokenize") == {"499": 1.0}
+    events = [(line["event"], line["level"]) for line in logged(serve, aborted) if line.get("path") == "/v1/tokenize"]
+    assert events == [("client_aborted", "info")]
+    assert "unhandled_error" not in serve.logs[aborted].read_text()
+
+
+def test_a_body_the_server_timed_out_is_counted_as_its_408(serve):
+    stalled = serve(HTTP_BODY_TIMEOUT="1")
+    head = b"POST /v1/tokenize HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer dev\r\nContent-Type: application/json\r\n"
+    assert request(stalled, head + b"Content-Length: 1000\r\n\r\n" + b'{"records": [').status == 408
+    assert counted(stalled, "/v1/tokenize") == {"408": 1.0}
+    assert "unhandled_error" not in serve.logs[stalled].read_text()
 
 
 def test_what_is_not_http_is_400_problem_json(port):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import logging
+
 import httpx
 import pytest
 from fastapi import Request, Response
@@ -210,3 +213,51 @@ async def test_direct_routes_match_below_the_root_path_a_proxy_mounts_the_app_un
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
         assert (await c.post("/exchange/echo")).status_code == 202
         assert (await c.post("/exchange/echoes")).status_code == 404
+
+
+async def _abort_mid_body(app, path: str) -> list[dict]:
+    """Send `path` a body that stops halfway because the client went away (what uvicorn hands the
+    app then); return what the app tried to send."""
+    events = iter([{"type": "http.request", "body": b'{"n', "more_body": True}, {"type": "http.disconnect"}])
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return next(events)
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+        "path": path, "raw_path": path.encode(), "root_path": "", "query_string": b"",
+        "headers": [(b"content-type", b"application/json"), (b"content-length", b"8")],
+        "client": ("127.0.0.1", 1), "server": ("127.0.0.1", 80),
+    }  # fmt: skip
+    await app(scope, receive, send)
+    return sent
+
+
+@pytest.mark.parametrize("path", ["/limited", "/items"])
+async def test_a_client_that_goes_away_mid_request_is_counted_499_and_logged_at_info_not_as_an_error(
+    app, client, path, capsys
+):
+    from exchange.core.logging import configure_logging
+
+    configure_logging("test-service", "DEBUG", json=True)
+    try:
+        sent = await _abort_mid_body(app, path)
+    finally:
+        logging.getLogger().handlers.clear()
+    assert sent[0]["status"] == 499
+    text = (await client.get("/metrics")).text
+    assert f'http_requests_total{{method="POST",route="{path}",status="499"}} 1.0' in text
+    assert 'status="500"' not in text and 'status="400"' not in text
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    assert [(line["event"], line["level"]) for line in lines] == [("client_aborted", "info")]
+
+
+async def test_a_client_that_goes_away_from_a_direct_route_is_counted_499(direct_client):
+    sent = await _abort_mid_body(direct_client._transport.app, "/echo")
+    assert sent[0]["status"] == 499
+    text = (await direct_client.get("/metrics")).text
+    assert 'http_requests_total{method="POST",route="/echo",status="499"} 1.0' in text
