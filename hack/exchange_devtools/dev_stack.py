@@ -2,7 +2,9 @@
 
 State, logs and pid files live in `.dev/` of the repo. `up` is safe to run twice: a running
 engine or service is reused (its connection details are kept in `.dev/<name>/env.json`).
-Services get their configuration from `.dev/env`, which this writes as shell exports.
+Services get their configuration from `.dev/env`, which this writes as shell exports, except their
+database login: each process connects as its own Postgres role, as on a cluster
+(`exchange_devtools.dev_roles`); `.dev/env` carries the owner role's, which `exchange migrate` uses.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from exchange_devtools import dev_roles
 from exchange_devtools.engines.base import REPO_ROOT, EngineError, EngineProcess, port_open, run, stop_pid
 
 STATE = Path(os.environ.get("EXCHANGE_DEV_DIR", REPO_ROOT / ".dev"))
@@ -72,6 +75,25 @@ def _start_engines() -> dict[str, str]:
     env |= _engine("kafka", lambda d: kafka_server(d, detach=True, partitions=3))
     env |= _engine("s3", lambda d: s3_server(d, detach=True, long_running=True))
     return env
+
+
+def _database_roles(env: dict[str, str]) -> dict[str, str]:
+    """Provision the per-process roles on the local cluster (as its superuser); their DSNs."""
+    import asyncio
+
+    admin_dsn = env["DATABASE_URL"]
+    role_passwords = dev_roles.passwords(STATE)
+    asyncio.run(dev_roles.provision(admin_dsn, role_passwords))
+    return dev_roles.dsns(admin_dsn, role_passwords)
+
+
+def service_env(name: str, env: dict[str, str], role_dsns: dict[str, str]) -> dict[str, str]:
+    """The environment of service `name`: the shared one with its own role's DATABASE_URL (none
+    for a process that does not reach Postgres)."""
+    own = {k: v for k, v in env.items() if k != "DATABASE_URL"}
+    if name in role_dsns:
+        own["DATABASE_URL"] = role_dsns[name]
+    return own
 
 
 def _secret_file() -> Path:
@@ -138,7 +160,9 @@ def up(argv: list[str]) -> int:
     STATE.mkdir(parents=True, exist_ok=True)
     print("engines:")
     env = _start_engines()
+    role_dsns = _database_roles(env)
     env |= {
+        "DATABASE_URL": role_dsns["migrate"],  # the owner: `exchange migrate` runs as it, as the operator's Job
         "ENV": "local",
         "LOG_JSON": "true",
         "S3_BUCKET_RAW": RAW_BUCKET,
@@ -146,6 +170,9 @@ def up(argv: list[str]) -> int:
         "TOKENIZER_URL": "http://127.0.0.1:8082",
         "INGEST_URL": "http://127.0.0.1:8080",
         "QUERY_URL": "http://127.0.0.1:8081",
+        # `exchange migrate` owns the schema; the services' roles may not create it (as the operator sets).
+        "INGEST_MIGRATE_ON_START": "false",
+        "NORMALIZER_MIGRATE_ON_START": "false",
     }
     env_file = _write_env(env)
     child_env = {**os.environ, **env}
@@ -156,7 +183,7 @@ def up(argv: list[str]) -> int:
         if not _exists(module):
             print(f"  {name:<10} not built yet (no {module})")
             continue
-        print(_start_service(name, args, port, env))
+        print(_start_service(name, args, port, service_env(name, env, role_dsns)))
     shown = env_file.relative_to(REPO_ROOT) if env_file.is_relative_to(REPO_ROOT) else env_file
     print(f"\nenvironment: source {shown}")
     print("stop with:   make down")
