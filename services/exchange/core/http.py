@@ -3,6 +3,8 @@
 `create_service_app()` gives: RFC 9457 problem+json for every error (no stack traces, no input
 values), an `X-Correlation-ID` accepted or generated and returned, request metrics by route
 template, `/healthz` (process), `/readyz` (the service's dependency checks) and `/metrics`.
+Outside ENV=local `/metrics` and the API docs (`/docs`, `/redoc`, `/openapi.json`) are not served
+on the service's port: metrics go to `METRICS_PORT`, a port of their own that no Ingress routes.
 
 A service's hot routes may be `DirectRoute`s: answered right behind the correlation/metrics
 middleware, without FastAPI's middlewares, routing and dependency injection (about a sixth of
@@ -42,6 +44,7 @@ from exchange.core.logging import (
 )
 from exchange.core.metrics import HttpMetrics
 from exchange.core.server import REFUSED_SCOPE_KEY
+from exchange.core.settings import ServiceSettings
 
 PROBLEM_JSON = "application/problem+json"
 CLIENT_CLOSED_REQUEST = 499
@@ -253,15 +256,23 @@ class ServiceApp(FastAPI):
 
 def _freezing_start_up(
     lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]] | None,
+    settings: ServiceSettings | None = None,
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
-    """The service's lifespan, then `gc.freeze()`: what start-up built (modules, compiled
-    contracts, pools) lives as long as the process, so the cyclic collector stops walking it on
-    every full collection (~150k objects in ingest, tens of ms a pass, paid by the requests in
-    flight)."""
+    """The metrics port (`settings.metrics_port`), the service's lifespan, then `gc.freeze()`:
+    what start-up built (modules, compiled contracts, pools) lives as long as the process, so the
+    cyclic collector stops walking it on every full collection (~150k objects in ingest, tens of
+    ms a pass, paid by the requests in flight)."""
 
     @contextlib.asynccontextmanager
     async def run(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
+            if settings is not None and settings.metrics_port:
+                from exchange.core.probes import ProbeServer  # it builds on this module
+
+                probes = ProbeServer(f"{app.title}-metrics", settings.host, settings.metrics_port,
+                                     app.state.registry, {}, reuse_port=True, count_requests=False)  # fmt: skip
+                await probes.start()
+                stack.push_async_callback(probes.stop)
             if lifespan is not None:
                 await stack.enter_async_context(lifespan(app))
             gc.collect()
@@ -280,24 +291,33 @@ def create_service_app(
     registry: CollectorRegistry | None = None,
     readiness_timeout: float = 2.0,
     direct_routes: Iterable[DirectRoute] = (),
+    settings: ServiceSettings | None = None,
+    count_requests: bool = True,
     **fastapi_kwargs: Any,
 ) -> FastAPI:
     """Build a service app with the platform's middleware, error handling and probes.
 
     `readiness` maps a dependency name to an async check that raises when it is unreachable;
     checks may also be added later through `app.state.readiness`. `direct_routes` are served
-    ahead of FastAPI's router (see the module's doc).
+    ahead of FastAPI's router (see the module's doc). `settings` are the service's: outside
+    ENV=local `/metrics` and the API docs are not served here, and with METRICS_PORT `/metrics`
+    is served there (without `settings`, as in a worker's probe server, `/metrics` is here).
+    `count_requests=False` keeps this app's request metrics out of `registry` (a metrics port
+    serving another app's registry).
     """
     registry = registry or CollectorRegistry()
+    internals_here = settings is None or settings.is_local
+    if not internals_here:
+        fastapi_kwargs |= {"docs_url": None, "redoc_url": None, "openapi_url": None}
     # FastAPI's native OpenTelemetry hooks look up the global providers on every request (~1.3 %
     # of ingest's CPU); the platform reports through Prometheus and propagates `traceparent`.
     fastapi_kwargs.setdefault("telemetry", {"tracing": False, "metrics": False, "logs": False})
     app = ServiceApp(
-        HttpMetrics(registry),
+        HttpMetrics(registry if count_requests else CollectorRegistry()),
         tuple(direct_routes),
         title=name,
         version=version,
-        lifespan=_freezing_start_up(lifespan),
+        lifespan=_freezing_start_up(lifespan, settings),
         **fastapi_kwargs,
     )
     app.state.registry = registry
@@ -328,9 +348,11 @@ def create_service_app(
             503, "dependencies unavailable", extra={"checks": results}, headers={"Retry-After": "5"}
         )
 
-    @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    if internals_here:
+
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics() -> Response:
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -44,11 +45,30 @@ class ProbeServer:
     """The shared service app (probes and metrics only) served by uvicorn inside a worker's loop."""
 
     def __init__(
-        self, name: str, host: str, port: int, registry: CollectorRegistry, readiness: Mapping[str, ReadinessCheck]
+        self,
+        name: str,
+        host: str,
+        port: int,
+        registry: CollectorRegistry,
+        readiness: Mapping[str, ReadinessCheck],
+        *,
+        reuse_port: bool = False,
+        count_requests: bool = True,
     ) -> None:
-        self.app = create_service_app(name, registry=registry, readiness=readiness)
+        """`reuse_port`: bind with SO_REUSEPORT, so each process of a server with several
+        (`WEB_CONCURRENCY`) can serve its own metrics on the same port. `count_requests=False`:
+        the probe requests are not counted in `registry` (an HTTP service's metrics port)."""
+        self.app = create_service_app(name, registry=registry, readiness=readiness, count_requests=count_requests,
+                                      docs_url=None, redoc_url=None, openapi_url=None)  # fmt: skip
         config = uvicorn.Config(self.app, host=host, port=port, lifespan="off", **uvicorn_options())
         self._server = _Server(config)
+        self._sockets: list[socket.socket] | None = None
+        if reuse_port:
+            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            self._sockets = [sock]
         self._task: asyncio.Task[Any] | None = None
 
     @property
@@ -65,7 +85,7 @@ class ProbeServer:
 
     async def start(self) -> ProbeServer:
         """Bind and serve. uvicorn ends the process (SystemExit) when the port cannot be bound."""
-        self._task = asyncio.create_task(self._server.serve())
+        self._task = asyncio.create_task(self._server.serve(sockets=self._sockets))
         async with asyncio.timeout(START_TIMEOUT):
             while not self._server.started:
                 if self._task.done():

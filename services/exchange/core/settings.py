@@ -105,6 +105,13 @@ class ServiceSettings(ExchangeSettings):
     log_json: bool = Field(True, alias="LOG_JSON", description="JSON logs (false: console renderer).")
     host: str = Field("127.0.0.1", alias="HOST", description="Address the HTTP server binds to.")
     port: int = Field(8080, alias="PORT", description="Port the HTTP server binds to.")
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        alias="METRICS_PORT",
+        description="Port an HTTP service serves /metrics (and /healthz, /readyz) on besides its own, which an "
+        "Ingress does not route; outside ENV=local it is the only place /metrics is served (unset or 0: nowhere).",
+    )
     startup_wait_seconds: float = Field(
         90.0,
         ge=0,

@@ -77,7 +77,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
 
-    app = create_service_app("exchange-ingest", lifespan=lifespan, direct_routes=ROUTES)
+    app = create_service_app("exchange-ingest", lifespan=lifespan, direct_routes=ROUTES, settings=settings)
     app.state.verifier = JWTVerifier(settings)
     app.openapi = lambda: load_document(CONTRACT)  # type: ignore[method-assign]  # the contract is served as is
     return app

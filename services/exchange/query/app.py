@@ -9,6 +9,7 @@ import strawberry
 from fastapi import Depends, FastAPI, Request
 from graphql import GraphQLError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from exchange.core.auth import JWTVerifier, Principal, require_scope
@@ -40,7 +41,9 @@ class QuerySchema(strawberry.Schema):
 def build_schema(settings: QuerySettings) -> strawberry.Schema:
     """The strawberry schema with the limits of `settings` (printed, it must equal the contract)."""
     kinds: dict[str, str] = {}
-    schema = QuerySchema(query=Query, extensions=extensions(settings, kinds))
+    # Suggestions ("Did you mean ...?") would reveal the schema that introspection hides outside local.
+    config = StrawberryConfig(disable_field_suggestions=not settings.is_local)
+    schema = QuerySchema(query=Query, extensions=extensions(settings, kinds), config=config)
     from exchange.query.limits import field_kinds
 
     kinds.update(field_kinds(schema._schema))
@@ -97,7 +100,7 @@ def create_app(settings: QuerySettings | None = None) -> FastAPI:
         allow_queries_via_get=False,
         multipart_uploads_enabled=False,
     )
-    app = create_service_app("exchange-query", lifespan=lifespan)
+    app = create_service_app("exchange-query", lifespan=lifespan, settings=settings)
     app.state.verifier = JWTVerifier(settings)
     app.include_router(router)
     app.add_middleware(BodyLimit, limit=settings.query_max_body_bytes)

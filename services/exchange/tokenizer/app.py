@@ -28,7 +28,7 @@ def create_app(settings: TokenizerSettings | None = None) -> FastAPI:
         settings.tokenization_secret_file, env_secret, settings.tokenization_key_id, strict=not settings.is_local
     )
     contract = load_document(CONTRACT)
-    app = create_service_app("tokenizer", version=contract["info"]["version"])
+    app = create_service_app("tokenizer", version=contract["info"]["version"], settings=settings)
     app.state.settings = settings
     app.state.verifier = (
         ServiceAccountVerifier(settings, scopes={SCOPE})

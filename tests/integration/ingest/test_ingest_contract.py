@@ -25,9 +25,10 @@ def _ndjson(ctx: Any, value: Any) -> bytes:
     return value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(str(value), "utf-8")
 
 
-async def test_the_served_openapi_is_the_contract(client):
-    served = (await client.get("/openapi.json")).json()
-    assert served == load_document(CONTRACT)
+async def test_the_openapi_document_is_the_contract_and_not_served_outside_local(client, ingest_app):
+    assert ingest_app.openapi() == load_document(CONTRACT)
+    for path in ("/openapi.json", "/docs", "/redoc", "/metrics"):
+        assert (await client.get(path)).status_code == 404, path
 
 
 async def test_every_contract_operation_is_routed_and_nothing_else(client):

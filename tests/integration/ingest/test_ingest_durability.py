@@ -10,6 +10,7 @@ import time
 import uuid
 
 import orjson
+from prometheus_client import generate_latest
 
 from exchange.core.contracts import event_validator
 
@@ -151,7 +152,8 @@ async def test_readyz_and_metrics(client, auth, samples, ingest_app):
     assert ready.json()["checks"] == {"postgres": "ok", "s3": "ok"}
     assert (await client.get("/healthz")).status_code == 200
     await ingest_app.state.ingest.metrics.refresh_outbox(ingest_app.state.ingest.store.pool)
-    text = (await client.get("/metrics")).text
+    assert (await client.get("/metrics")).status_code == 404  # ENV=test: on METRICS_PORT only
+    text = generate_latest(ingest_app.state.registry).decode()
     for name in (
         "ingest_outbox_backlog",
         "ingest_outbox_oldest_unpublished_age_seconds",

@@ -261,3 +261,39 @@ async def test_a_client_that_goes_away_from_a_direct_route_is_counted_499(direct
     assert sent[0]["status"] == 499
     text = (await direct_client.get("/metrics")).text
     assert 'http_requests_total{method="POST",route="/echo",status="499"} 1.0' in text
+
+
+def _internals_app(env: str, **settings: str):
+    from exchange.core.settings import ServiceSettings
+
+    return create_service_app("internals", settings=ServiceSettings(ENV=env, **settings))
+
+
+@pytest.mark.parametrize("path", ["/metrics", "/docs", "/redoc", "/openapi.json"])
+async def test_outside_local_metrics_and_the_api_docs_are_not_served_on_the_service_port(path):
+    for env, expected in (("production", 404), ("staging", 404), ("local", 200)):
+        transport = httpx.ASGITransport(app=_internals_app(env))
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            r = await c.get(path)
+        assert r.status_code == expected, env
+        if expected == 404:
+            assert r.headers["content-type"] == PROBLEM_JSON
+
+
+async def test_metrics_are_served_on_a_port_of_their_own_and_only_metrics_and_probes_there():
+    from asgi_lifespan import LifespanManager
+
+    from exchange_devtools.engines.base import free_port
+
+    port = free_port()
+    app = _internals_app("production", METRICS_PORT=str(port))
+    async with LifespanManager(app), httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as c:
+        service = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+        assert (await service.get("/healthz")).status_code == 200
+        r = await c.get("/metrics")
+        assert (r.status_code, r.headers["content-type"].split(";")[0]) == (200, "text/plain")
+        assert 'http_requests_total{method="GET",route="/healthz",status="200"} 1.0' in r.text  # the service's
+        assert (await c.get("/healthz")).status_code == 200
+        assert 'route="/metrics"' not in (await c.get("/metrics")).text  # its own requests are not counted
+        for path in ("/docs", "/openapi.json", "/v1/ingest"):
+            assert (await c.get(path)).status_code == 404

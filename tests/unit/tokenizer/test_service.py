@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 from jsonschema import Draft202012Validator
+from prometheus_client import generate_latest
 
 from exchange.core.contracts import load_document
 from exchange.core.logging import configure_logging
@@ -152,18 +153,21 @@ async def test_no_pii_in_logs(client, auth, capsys):
         assert value not in logs
 
 
-async def test_probes_and_metrics(client, auth):
+async def test_probes_and_metrics(app, client, auth):
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     assert (await client.get("/readyz")).status_code == 200
     await client.post("/v1/tokenize", json={"records": [CANARY, {}]}, headers=auth)
-    metrics = (await client.get("/metrics")).text
+    assert (await client.get("/metrics")).status_code == 404  # production: on METRICS_PORT only
+    metrics = generate_latest(app.state.registry).decode()
     assert "tokenizer_records_total 2.0" in metrics
     assert 'tokenizer_blank_tokens_total{rule="T5"} 1.0' in metrics
     assert CANARY_NAME not in metrics
 
 
-async def test_the_served_openapi_is_the_contract(client):
-    served = (await client.get("/openapi.json")).json()
+async def test_the_openapi_document_is_the_contract_and_not_served_in_production(app, client):
+    assert (await client.get("/openapi.json")).status_code == 404
+    assert (await client.get("/docs")).status_code == 404
+    served = app.openapi()
     assert served["openapi"] == CONTRACT["openapi"]
     assert served["info"] == CONTRACT["info"]
     for path, item in CONTRACT["paths"].items():
