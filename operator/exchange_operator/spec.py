@@ -176,6 +176,18 @@ class IngressSpec(Model):
     tls: IngressTLS | None = Field(None, description="TLS for both routes; absent serves plain HTTP.")
 
 
+class MonitoringSpec(Model):
+    """Who scrapes the services' metrics."""
+
+    namespace: str = Field(
+        "monitoring",
+        min_length=1,
+        max_length=63,
+        description="Namespace whose Pods (Prometheus) may reach every service's `metrics` port (9102); a "
+        "NetworkPolicy refuses everyone else, and no Ingress routes that port.",
+    )
+
+
 class AuthSpec(Model):
     """How callers of ingest and query authenticate."""
 
@@ -415,6 +427,7 @@ class ExchangePipelineSpec(Model):
     components: ComponentsSpec = Field(default_factory=ComponentsSpec, description="Per-service settings.")
     ingress: IngressSpec = Field(default_factory=IngressSpec, description="Ingress for ingest and query.")
     auth: AuthSpec = Field(default_factory=AuthSpec, description="Caller authentication.")
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec, description="Metrics scraping.")
     tokenization: TokenizationSpec = Field(default_factory=TokenizationSpec, description="Tokenization secret.")
     engines: EnginesSpec = Field(default_factory=EnginesSpec, description="PostgreSQL, Kafka and S3.")
     volume_claim_deletion_policy: Literal["Retain", "Delete"] = Field(

@@ -29,6 +29,9 @@ METRICS_PORT = 9102
 WORKER_PORT_ENV = {"relay": "RELAY_METRICS_PORT", "normalizer": "NORMALIZER_METRICS_PORT"}
 """Services without an HTTP API (workers): the variable that makes each serve /healthz, /readyz
 and /metrics on METRICS_PORT."""
+HTTP_METRICS_PORT_ENV = "METRICS_PORT"
+"""The variable that makes an HTTP service serve /metrics on METRICS_PORT (outside ENV=local it
+serves them nowhere else), a port no Ingress routes."""
 
 Manifest = dict[str, Any]
 

@@ -14,6 +14,8 @@ from typing import Any
 from exchange_operator.builders.common import (
     CONFIG_HASH_ANNOTATION,
     ENGINE_CLIENT_LABEL,
+    HTTP_METRICS_PORT_ENV,
+    METRICS_PORT,
     WORKER_PORT_ENV,
     Manifest,
     Meta,
@@ -84,8 +86,12 @@ def build_deployment(spec: ExchangePipelineSpec, meta: Meta, component: str) -> 
     mounts += identity_mounts
     env = [{"name": "SERVICE_NAME", "value": component}, *identity_env(meta, component)]
     port_name, port = probe_port(component)
+    ports = [{"name": port_name, "containerPort": port, "protocol": "TCP"}]
     if component in WORKER_PORT_ENV:
         env.append({"name": WORKER_PORT_ENV[component], "value": str(port)})
+    else:  # an HTTP service: metrics on a port of their own, which the Ingress never routes
+        env.append({"name": HTTP_METRICS_PORT_ENV, "value": str(METRICS_PORT)})
+        ports.append({"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"})
     # A changed ConfigMap or tokenization reference rolls the Pods (env is read at start).
     config_hash = digest([config_data(spec, meta), secret_name, secret_key])
     container = {
@@ -93,7 +99,7 @@ def build_deployment(spec: ExchangePipelineSpec, meta: Meta, component: str) -> 
         "image": service_image(spec, component),
         "imagePullPolicy": spec.image.pull_policy,
         "command": ["exchange", "serve", component],
-        "ports": [{"name": port_name, "containerPort": port, "protocol": "TCP"}],
+        "ports": ports,
         "envFrom": [{"configMapRef": {"name": config_map_name(meta)}}],
         "env": [*env, *engine_env(spec, meta, component)],
         "readinessProbe": _probe("/readyz", port_name, period=5, failures=3),

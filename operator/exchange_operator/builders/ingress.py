@@ -1,4 +1,7 @@
-"""Ingresses for ingest and query (class, host, path, TLS), and the URLs they publish."""
+"""Ingresses for ingest and query (class, host, paths, TLS), and the URLs they publish.
+
+An Ingress routes only the API paths of its service that lie under the route's path: never
+`/metrics`, `/docs`, `/openapi.json` or the probes, even for a route of `/`."""
 
 from __future__ import annotations
 
@@ -9,6 +12,25 @@ from exchange_operator.spec import ExchangePipelineSpec, IngressRoute
 
 EXPOSED = ("ingest", "query")
 URL_SUFFIX = {"ingest": "", "query": "/graphql"}
+API_PATHS = {"ingest": ("/v1/ingest",), "query": ("/graphql",)}
+"""The paths each service serves its API under (Prefix: `/v1/ingest` covers `/v1/ingest/bulk`)."""
+
+
+def _covers(prefix: str, path: str) -> bool:
+    """Whether Prefix `prefix` matches `path`, element by element as an Ingress matches."""
+    prefix = prefix.rstrip("/")
+    return not prefix or path == prefix or path.startswith(prefix + "/")
+
+
+def routed_paths(route_path: str, component: str) -> list[str]:
+    """The paths an Ingress with route `route_path` sends to `component`: its API paths under the
+    route (`/` and `/v1` give `/v1/ingest`), or the route itself when it lies within an API path
+    (`/v1/ingest/bulk`); none when the route holds no API path."""
+    api = API_PATHS[component]
+    under = [path for path in api if _covers(route_path, path)]
+    if under:
+        return under
+    return [route_path.rstrip("/")] if any(_covers(path, route_path) for path in api) else []
 
 
 def _route(spec: ExchangePipelineSpec, component: str) -> IngressRoute | None:
@@ -19,20 +41,14 @@ def _route(spec: ExchangePipelineSpec, component: str) -> IngressRoute | None:
 
 
 def build_ingress(spec: ExchangePipelineSpec, meta: Meta, component: str) -> Manifest | None:
-    """The Ingress of ingest or query; None when not exposed."""
+    """The Ingress of ingest or query; None when not exposed (or its route holds no API path)."""
     route = _route(spec, component)
-    if route is None:
+    paths = routed_paths(route.path, component) if route is not None else []
+    if route is None or not paths:
         return None
+    backend = {"service": {"name": meta.child(component), "port": {"name": "http"}}}
     rule: dict[str, Any] = {
-        "http": {
-            "paths": [
-                {
-                    "path": route.path,
-                    "pathType": "Prefix",
-                    "backend": {"service": {"name": meta.child(component), "port": {"name": "http"}}},
-                }
-            ]
-        }
+        "http": {"paths": [{"path": path, "pathType": "Prefix", "backend": backend} for path in paths]}
     }
     if route.host:
         rule["host"] = route.host

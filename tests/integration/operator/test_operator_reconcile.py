@@ -34,7 +34,7 @@ EXPECTED_COUNTS = {
     "Service": 11,
     "ConfigMap": 2,
     "Secret": 4,
-    "NetworkPolicy": 4,
+    "NetworkPolicy": 6,  # tokenizer, api, metrics, 3 engines
     "Ingress": 2,
     "PodDisruptionBudget": 5,
     "Job": 2,

@@ -1,10 +1,12 @@
 """Builders, without a cluster: names, labels, selectors, probes, security, managed vs external."""
 
+from pathlib import Path
+
 import pytest
 
 from exchange_operator.apply import adopt_all
 from exchange_operator.builders import build_children
-from exchange_operator.builders.common import CONFIG_HASH_ANNOTATION, selector_labels
+from exchange_operator.builders.common import CONFIG_HASH_ANNOTATION, Meta, selector_labels
 from exchange_operator.builders.deployments import build_deployment, build_ingest_deployment
 from exchange_operator.builders.env import config_data
 from exchange_operator.builders.ingress import build_ingresses, endpoint_url
@@ -153,9 +155,13 @@ def test_a_worker_is_probed_on_the_metrics_port_it_is_told_to_serve(spec, meta, 
 
 
 @pytest.mark.parametrize("component", ["ingest", "tokenizer", "query"])
-def test_an_http_service_is_probed_on_its_http_port(spec, meta, component):
+def test_an_http_service_is_probed_on_its_http_port_and_serves_metrics_on_a_port_of_their_own(spec, meta, component):
     c = _container(build_deployment(spec, meta, component))
-    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 9102, "protocol": "TCP"},
+    ]
+    assert _env(c)["METRICS_PORT"] == {"name": "METRICS_PORT", "value": "9102"}
     assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
 
 
@@ -246,7 +252,7 @@ def test_only_the_normalizer_reaches_the_tokenizer(spec, meta):
 
 def test_only_engine_clients_reach_the_engines(spec, meta):
     policies = {p["metadata"]["name"]: p for p in build_network_policies(spec, meta)}
-    assert set(policies) == {"demo-tokenizer", "demo-postgres", "demo-kafka", "demo-s3"}
+    assert set(policies) == {"demo-tokenizer", "demo-api", "demo-metrics", "demo-postgres", "demo-kafka", "demo-s3"}
     clients = policies["demo-postgres"]["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"]
     assert clients == {"exchange.dev/pipeline": "demo", "exchange.dev/engine-client": "true"}
     labelled = {
@@ -254,6 +260,73 @@ def test_only_engine_clients_reach_the_engines(spec, meta):
         for c in COMPONENTS
     }
     assert labelled == {"ingest": "true", "relay": "true", "tokenizer": None, "normalizer": "true", "query": "true"}
+
+
+def _selects(policy, component):
+    """Whether a NetworkPolicy's podSelector selects the Pods of `component` (of pipeline demo)."""
+    selector = policy["spec"]["podSelector"]
+    labels = selector_labels(Meta("demo", "health"), component)
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    return all(labels.get(e["key"]) in e["values"] for e in selector.get("matchExpressions", []))
+
+
+def test_only_the_monitoring_namespace_reaches_the_metrics_ports(spec, meta):
+    policies = {p["metadata"]["name"]: p for p in build_network_policies(spec, meta)}
+    metrics = policies["demo-metrics"]
+    assert [c for c in COMPONENTS if _selects(metrics, c)] == list(COMPONENTS)
+    assert not _selects(metrics, "postgres")
+    (rule,) = metrics["spec"]["ingress"]
+    assert rule == {
+        "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+        "ports": [{"protocol": "TCP", "port": 9102}],
+    }
+    other = parse_spec({"monitoring": {"namespace": "observability"}})
+    (rule,) = {p["metadata"]["name"]: p for p in build_network_policies(other, meta)}["demo-metrics"]["spec"]["ingress"]
+    assert rule["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "observability"}
+
+
+def test_the_api_ports_of_ingest_and_query_stay_open_to_any_client_once_their_pods_are_isolated(spec, meta):
+    # NetworkPolicies add up: the metrics policy isolates every service Pod, so the Ingress
+    # controller reaches ingest's and query's http port only through a policy that allows it.
+    api = {p["metadata"]["name"]: p for p in build_network_policies(spec, meta)}["demo-api"]
+    assert [c for c in COMPONENTS if _selects(api, c)] == ["ingest", "query"]
+    assert api["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": 8080}]}]
+
+
+def _paths(ingress):
+    return [(p["path"], p["pathType"]) for p in ingress["spec"]["rules"][0]["http"]["paths"]]
+
+
+@pytest.mark.parametrize(
+    ("route", "ingest", "query"),
+    [
+        ("/", [("/v1/ingest", "Prefix")], [("/graphql", "Prefix")]),
+        ("/v1", [("/v1/ingest", "Prefix")], None),
+        ("/v1/ingest", [("/v1/ingest", "Prefix")], None),
+        ("/v1/ingest/bulk", [("/v1/ingest/bulk", "Prefix")], None),
+        ("/graphql", None, [("/graphql", "Prefix")]),
+        ("/metrics", None, None),
+        ("/v1/ingestion", None, None),
+    ],
+)
+def test_an_ingress_routes_only_the_api_paths_under_its_route(meta, route, ingest, query):
+    """Never /metrics, /docs, /openapi.json, /healthz or /readyz, whatever the route's prefix."""
+    spec = parse_spec({"ingress": {"enabled": True, "ingest": {"path": route}, "query": {"path": route}}})
+    ingresses = {i["metadata"]["name"]: i for i in build_ingresses(spec, meta)}
+    assert (_paths(ingresses["demo-ingest"]) if "demo-ingest" in ingresses else None) == ingest
+    assert (_paths(ingresses["demo-query"]) if "demo-query" in ingresses else None) == query
+
+
+def test_the_production_sample_routes_only_the_api_paths(meta):
+    import yaml
+
+    sample = yaml.safe_load((Path(__file__).resolve().parents[3] / "manifests/samples/production.yaml").read_text())
+    spec = parse_spec(sample["spec"])
+    routed = {i["metadata"]["name"]: _paths(i) for i in build_ingresses(spec, meta)}
+    assert routed == {"demo-ingest": [("/v1/ingest", "Prefix")], "demo-query": [("/graphql", "Prefix")]}
+    assert sample["spec"]["ingress"]["ingest"]["path"] == "/v1/ingest"
+    assert sample["spec"]["ingress"]["query"]["path"] == "/graphql"
 
 
 def test_ingress_has_class_hosts_and_tls(meta):
