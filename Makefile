@@ -39,8 +39,12 @@ integration: deps engines ## integration tests against the real engines
 	$(PY) -m pytest tests/integration -q
 
 .PHONY: test
-test: deps engines lint ## what CI runs: install everything, lint, unit and integration tests
-	$(PY) -m pytest tests/unit tests/integration -q
+test: deps engines lint ## what CI runs: install everything, lint, unit, integration and hostile-input tests
+	$(PY) -m pytest tests/unit tests/integration tests/security -q
+
+.PHONY: security
+security: deps engines ## the hostile-input suite (tests/security): probes of issue 26 and schemathesis, production mode
+	$(PY) -m pytest tests/security -q
 
 .PHONY: dev
 dev: deps engines ## start the engines and every service locally (state and logs in .dev/)
