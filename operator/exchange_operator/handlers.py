@@ -136,6 +136,8 @@ async def delete_pipeline(body: kopf.Body, memo: Any, logger: Log, **_: Any) -> 
     """Finalizer: apply the volume-claim policy; children go with their owner references."""
     try:
         outcome = await rc.cleanup(memo.kube, body)
+    except rc.EnginesStillPresent as exc:
+        raise kopf.TemporaryError(str(exc), delay=1) from exc
     except KubeApiError as exc:
         raise kopf.TemporaryError(f"API server: {exc}", delay=API_RETRY_SECONDS) from exc
     SERIALIZER.forget(body["metadata"]["uid"])

@@ -136,15 +136,28 @@ async def reconcile(
     return build_status(spec, meta, generation, applied, body.get("status"), pods=pods, expected=expected)
 
 
+class EnginesStillPresent(Exception):
+    """Cleanup deleted the engines' StatefulSets and must run again for their claims."""
+
+
 async def cleanup(client: KubeClient, body: Mapping[str, Any]) -> str:
     """On deletion: `Retain` orphans generated Secrets (they match the kept volumes); `Delete`
-    deletes the engine PVCs (Secrets and the rest go with the owner references)."""
+    deletes the engines' StatefulSets, then (the next call: `EnginesStillPresent`) their PVCs.
+    Secrets and the rest go with the owner references."""
     meta = meta_of(body)
     try:
         spec = parse_spec(body.get("spec"))
     except ValidationError:
         return "spec invalid: nothing to clean up"
     if spec.volume_claim_deletion_policy == "Delete":
+        # The engines' StatefulSets go first: while one exists its controller re-creates a claim
+        # deleted under its Pod, and that claim outlives the pipeline (seen on the local node).
+        engines = await client.list("StatefulSet", meta.namespace, instance_selector(meta))
+        if engines:
+            await asyncio.gather(
+                *(client.delete("StatefulSet", meta.namespace, s["metadata"]["name"]) for s in engines)
+            )
+            raise EnginesStillPresent(f"{len(engines)} StatefulSet(s) deleted first; their claims next")
         pvcs = await client.list("PersistentVolumeClaim", meta.namespace, instance_selector(meta))
         await asyncio.gather(
             *(client.delete("PersistentVolumeClaim", meta.namespace, p["metadata"]["name"]) for p in pvcs)

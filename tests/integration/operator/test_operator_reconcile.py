@@ -282,6 +282,10 @@ def test_deleting_a_pipeline_with_the_delete_policy_removes_its_volumes(pipeline
         return claim.metadata.deletion_timestamp is not None  # pvc-protection finalizer (no controller)
 
     wait_for("the claim to be deleted", claim_gone, timeout=10)
+    # ...after the engines' StatefulSets (no garbage collector runs here): a StatefulSet that
+    # still exists re-creates a claim deleted under its Pod, which would outlive the pipeline.
+    apps = client.AppsV1Api(kube_api_client)
+    assert apps.list_namespaced_stateful_set(namespace, label_selector="exchange.dev/pipeline=drop").items == []
 
 
 def _claim(core, namespace, name):
