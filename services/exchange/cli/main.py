@@ -100,10 +100,12 @@ def serve(
     """Run one service (HTTP: ingest, query, tokenizer) or worker (relay, normalizer)."""
     from exchange.core.logging import configure_logging
     from exchange.core.settings import ServiceSettings, load
+    from exchange.core.tracing import configure_tracing
 
     try:
         settings = load(ServiceSettings)
         configure_logging(component.value, settings.log_level, settings.log_json)
+        configure_tracing(component.value)  # on when an OTLP endpoint is set (OTEL_* variables)
         if component.value in WORKERS:
             runner = resolve(WORKERS[component.value])
             assert runner is not None

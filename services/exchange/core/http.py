@@ -31,9 +31,11 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
+from exchange.core import tracing
 from exchange.core.errors import BadRequest, PayloadTooLarge, ProblemError, UnsupportedMediaType, cap
 from exchange.core.logging import (
     CORRELATION_HEADER,
@@ -233,9 +235,9 @@ class DirectRoutes:
 
 
 class ServiceApp(FastAPI):
-    """FastAPI with the platform's ContextMiddleware outermost, then the direct routes, then
-    FastAPI's own stack (its error, telemetry and body-limit middlewares, the service's
-    middlewares, the router).
+    """FastAPI with the platform's ContextMiddleware outermost (inside the OpenTelemetry server
+    span when tracing is on), then the direct routes, then FastAPI's own stack (its error,
+    telemetry and body-limit middlewares, the service's middlewares, the router).
 
     Outermost, so that every response carries the correlation id and is counted with its status:
     an unhandled error's 500 included, which FastAPI's error middleware renders outside the
@@ -251,7 +253,21 @@ class ServiceApp(FastAPI):
         app = super().build_middleware_stack()
         if self.direct_routes:
             app = DirectRoutes(app, self.direct_routes)
-        return ContextMiddleware(app, self.http_metrics)
+        app = ContextMiddleware(app, self.http_metrics)
+        if tracing.enabled():
+            app = tracing.server_spans(app, self.route_template)
+        return app
+
+    def route_template(self, scope: Scope) -> str | None:
+        """The route template a request matches (`/v1/ingest`, `/records/{id}`), None for none."""
+        path = _route_path(scope)
+        if any(route.path == path for route in self.direct_routes):
+            return path
+        for route in self.router.routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return getattr(route, "path", None)
+        return None
 
 
 def _freezing_start_up(
@@ -310,8 +326,10 @@ def create_service_app(
     if not internals_here:
         fastapi_kwargs |= {"docs_url": None, "redoc_url": None, "openapi_url": None}
     # FastAPI's native OpenTelemetry hooks look up the global providers on every request (~1.3 %
-    # of ingest's CPU); the platform reports through Prometheus and propagates `traceparent`.
+    # of ingest's CPU); the platform's server span is the ASGI instrumentation's (ServiceApp).
     fastapi_kwargs.setdefault("telemetry", {"tracing": False, "metrics": False, "logs": False})
+    # A process of several (WEB_CONCURRENCY) builds its app here: its tracing too (idempotent).
+    tracing.configure_tracing(name.removeprefix("exchange-"))
     app = ServiceApp(
         HttpMetrics(registry if count_requests else CollectorRegistry()),
         tuple(direct_routes),

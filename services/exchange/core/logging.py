@@ -2,7 +2,8 @@
 
 `configure_logging()` once per process; `get_logger(__name__)` everywhere. The correlation id
 lives in a context variable bound per request (HTTP middleware) and per message (consumers) via
-`bind_correlation_id()`. The redaction processor is defence in depth: code must not log PII in the
+`bind_correlation_id()`; the current span's `trace_id`/`span_id` are added when there is one
+(`exchange.core.tracing`). The redaction processor is defence in depth: code must not log PII in the
 first place, but keys that name PII are masked and long strings are cut wherever they appear.
 """
 
@@ -17,6 +18,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import structlog
+from opentelemetry import trace
 from structlog.contextvars import bind_contextvars, get_contextvars, reset_contextvars
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, WrappedLogger
@@ -99,10 +101,25 @@ def _scrub(value: Any, depth: int = 0) -> Any:
     if isinstance(value, list | tuple):
         return [_scrub(v, depth + 1) for v in value[:50]]
     if isinstance(value, str):
-        value = _SSN_RE.sub("[redacted-ssn]", value)
-        value = _DATE_RE.sub("[redacted-date]", value)
-        return value if len(value) <= MAX_VALUE_CHARS else value[:MAX_VALUE_CHARS] + "…"
+        return scrub_text(value)
     return value
+
+
+def scrub_text(value: str) -> str:
+    """`value` with SSN- and date-shaped text replaced, cut at MAX_VALUE_CHARS (logs and spans)."""
+    value = _SSN_RE.sub("[redacted-ssn]", value)
+    value = _DATE_RE.sub("[redacted-date]", value)
+    return value if len(value) <= MAX_VALUE_CHARS else value[:MAX_VALUE_CHARS] + "…"
+
+
+def add_trace_ids(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
+    """structlog processor: the current span's `trace_id` and `span_id` (W3C hex), when there is
+    one (sampled or not), so a log line leads to its trace and back."""
+    ctx = trace.get_current_span().get_span_context()
+    if ctx.is_valid:
+        event_dict.setdefault("trace_id", f"{ctx.trace_id:032x}")
+        event_dict.setdefault("span_id", f"{ctx.span_id:016x}")
+    return event_dict
 
 
 def redact(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
@@ -138,6 +155,7 @@ def configure_logging(service: str, level: str = "INFO", json: bool = True) -> N
 
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         add_service,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,

@@ -15,6 +15,10 @@ while its entry there exists. The outbox rows themselves are never updated.
   `correlation_id`, `traceparent`, `content-type`) and the transaction that took its entries
   commits only after every broker ack; a failure rolls the entries back. A crash between ack and
   commit republishes the batch: consumers de-duplicate by event id.
+- Traced (exchange.core.tracing on), a batch that found rows has a span of its own ("outbox
+  publish", linked to each row's stored context), and each row's send is a producer span, the
+  child of that row's context (the outbox write of its request), whose `traceparent` goes into
+  the Kafka headers instead of the stored one: the record's trace continues through the relay.
 - Marking published is the deletion of a small entry, not an update of the outbox row: an
   update wrote a new version of the whole row (payload included) and an entry in every index,
   which cost Postgres more than the insert (ADR 0002, decision 9).
@@ -36,14 +40,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
+from opentelemetry import trace
+from opentelemetry.trace import Link, Span, SpanKind
 
+from exchange.core import tracing
 from exchange.core.db import delete_in_batches
 from exchange.core.errors import ConfigError
 from exchange.core.kafka import partition_for
@@ -257,13 +265,15 @@ class OutboxRelay:
     async def publish_batch(self) -> int:
         """Publish up to one batch of unpublished rows; returns how many were published."""
         producer = await self._ensure_producer()
+        picked_at = time.time_ns()
         async with self.pool.acquire() as conn, conn.transaction():
             await conn.execute(PICK_PLAN_SQL)
             rows = await conn.fetch(self.outbox.pick_sql, self.outbox.batch_size)
             if not rows:
-                return 0
-            async with asyncio.timeout(self.outbox.publish_timeout):
-                await produce(producer, rows, self.outbox.encode_payload or str.encode)
+                return 0  # an empty poll is no trace
+            with _publish_span(self.outbox.table, rows, picked_at):
+                async with asyncio.timeout(self.outbox.publish_timeout):
+                    await produce(producer, rows, self.outbox.encode_payload or str.encode)
         if self._published is not None:
             self._published.inc(len(rows))
         return len(rows)
@@ -347,6 +357,42 @@ class OutboxRelay:
 _CONTENT_TYPE = ("content-type", b"application/json")
 
 
+@contextlib.contextmanager
+def _publish_span(table: str, rows: Sequence[Mapping[str, Any]], started: int) -> Iterator[None]:
+    """While tracing is on, the batch's span (from the pick on), linked to each row's stored
+    context: a root of its own, since the rows belong to many traces."""
+    if not tracing.enabled():
+        yield
+        return
+    links = [Link(ctx) for row in rows if (ctx := tracing.span_context(row["traceparent"])) is not None]
+    with tracing.tracer().start_as_current_span(
+        "outbox publish", context=tracing.parent_context(None), links=links, start_time=started,
+        attributes={"exchange.outbox": table, "exchange.batch.size": len(rows)},
+        record_exception=False, set_status_on_exception=False,
+    ) as span, tracing.failures_marked(span):  # fmt: skip
+        yield
+
+
+def _send_span(topic: str, partition: int, row: Mapping[str, Any]) -> Span:
+    """The producer span of one row's send: the child of the row's stored context, linked to the
+    batch's span (the current one)."""
+    batch = trace.get_current_span().get_span_context()
+    return tracing.tracer().start_span(
+        f"{topic} publish",
+        context=tracing.parent_context(tracing.span_context(row["traceparent"])),
+        kind=SpanKind.PRODUCER,
+        links=[Link(batch)] if batch.is_valid else [],
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": topic,
+            "messaging.destination.partition.id": str(partition),
+            "messaging.message.id": str(row["event_id"]),
+            "exchange.record_id": str(row["record_id"]),
+        },
+    )
+
+
 async def produce(
     producer: AIOKafkaProducer, rows: Sequence[Mapping[str, Any]], encode: Callable[[Any], bytes]
 ) -> None:
@@ -361,6 +407,8 @@ async def produce(
     partitions: dict[str, list[int]] = {}
     batches: dict[tuple[str, int], BatchBuilder] = {}
     acks: list[asyncio.Future[Any]] = []
+    spans: list[Span] = []  # one a row while tracing is on; ended with the acks
+    traced = tracing.enabled()
     for row in rows:
         topic = row["topic"]
         if (ids := partitions.get(topic)) is None:
@@ -368,10 +416,14 @@ async def produce(
         key = str(row["record_id"]).encode()
         partition = partition_for(key, ids)
         value = encode(row["payload"])
+        parent = row["traceparent"]
+        if traced:
+            spans.append(_send_span(topic, partition, row))
+            parent = tracing.traceparent_of(spans[-1]) or parent
         headers = [
             ("event_id", str(row["event_id"]).encode()),
             ("correlation_id", row["correlation_id"].encode()),
-            ("traceparent", row["traceparent"].encode()),
+            ("traceparent", parent.encode()),
             _CONTENT_TYPE,
         ]
         batch = batches.get((topic, partition))
@@ -380,9 +432,14 @@ async def produce(
                 acks.append(await producer.send_batch(batch, topic, partition=partition))
             batch = batches[topic, partition] = producer.create_batch()
             batch.append(timestamp=None, key=key, value=value, headers=headers)  # a batch's first always fits
-    for (topic, partition), batch in batches.items():
-        acks.append(await producer.send_batch(batch, topic, partition=partition))
-    await asyncio.gather(*acks)
+    try:
+        with tracing.failures_marked(*spans):
+            for (topic, partition), batch in batches.items():
+                acks.append(await producer.send_batch(batch, topic, partition=partition))
+            await asyncio.gather(*acks)
+    finally:
+        for span in spans:
+            span.end()
 
 
 async def sleep_or(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:

@@ -23,6 +23,7 @@ from exchange.core.db import create_pool, pool_readiness
 from exchange.core.kafka import bootstrap_readiness, make_producer
 from exchange.core.logging import bind_correlation_id, configure_logging, get_logger
 from exchange.core.probes import ProbeServer, waiting_for
+from exchange.core.tracing import configure_tracing
 from exchange.ingest.metrics import IngestMetrics
 from exchange.ingest.settings import RelaySettings
 
@@ -119,6 +120,7 @@ def run(settings: RelaySettings | None = None) -> None:
 
     settings = settings or load(RelaySettings)
     configure_logging("ingest-relay", settings.log_level, settings.log_json)
+    configure_tracing("relay")
     aio.run(serve(settings))
 
 

@@ -22,6 +22,7 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
+from exchange.core import tracing
 from exchange.core.auth import Principal, require_scope
 from exchange.core.db import DB_ERRORS
 from exchange.core.errors import PayloadTooLarge, ServiceUnavailable, UnsupportedMediaType
@@ -243,15 +244,19 @@ def _content_type(fmt: str, *, bulk: bool) -> str:
 
 
 async def _commit(ctx: IngestContext, claim: Claim, req: Intake, records: list[NewRecord], response: bytes) -> None:
-    await ctx.store.commit(
-        claim,
-        records,
-        status=202,
-        response=response,
-        actor=req.principal.subject,
-        correlation_id=req.correlation_id,
-        traceparent=req.traceparent,
-    )
+    # The outbox rows carry this span's context: the relay's publish of each is its child.
+    ids = {"exchange.record_id": str(records[0].record_id)} if len(records) == 1 else {}  # "where is record X?"
+    with tracing.span("outbox write", {"exchange.records": len(records), **ids}) as span:
+        await ctx.store.commit(
+            claim,
+            records,
+            status=202,
+            response=response,
+            actor=req.principal.subject,
+            correlation_id=req.correlation_id,
+            traceparent=(tracing.traceparent_of(span) if span is not None else None) or req.traceparent,
+            trace=span.get_span_context() if span is not None else None,
+        )
 
 
 async def ingest_record(request: Request) -> Response:

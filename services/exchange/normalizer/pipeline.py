@@ -33,6 +33,8 @@ class Message:
     key: bytes | None
     value: bytes | None
     headers: Any
+    traceparent: str | None = None
+    """The context of this message's consume span (tracing on): its outgoing event continues it."""
 
 
 @dataclass(slots=True)
@@ -143,7 +145,7 @@ class Pipeline:
             },
             mapped=result,
             correlation_id=event.correlation_id or headers.get("correlation_id") or new_correlation_id(),
-            traceparent=headers.get("traceparent") or traceparent(),
+            traceparent=message.traceparent or headers.get("traceparent") or traceparent(),
         )
 
 

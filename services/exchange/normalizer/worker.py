@@ -20,16 +20,18 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
 
+from exchange.core import tracing
 from exchange.core.db import DB_ERRORS, create_pool, pool_readiness
 from exchange.core.errors import DependencyError, PoisonError
 from exchange.core.kafka import bootstrap_readiness, header_map, make_consumer, make_producer
@@ -98,7 +100,7 @@ class Worker:
         self.relay.wake.set()
 
     async def _process(self, messages: list[Message]) -> None:
-        with bind_correlation_id():
+        with bind_correlation_id(), _consume_spans(messages):
             seen = await self._db(lambda conn: conn.fetch(_SEEN, [_event_id(m) for m in messages if _event_id(m)]))
             prepared = await self.pipeline.prepare(messages, {r["event_id"] for r in seen})
             fresh = await self._write(prepared.outcomes, prepared.poison, messages)
@@ -112,7 +114,8 @@ class Worker:
     ) -> list[Outcome]:
         topic = self.settings.normalizer_out_topic
         try:
-            return await self._db(lambda conn: _in_tx(conn, lambda: write_batch(conn, outcomes, topic)))
+            with tracing.span("canonical write", {"exchange.records": len(outcomes)}):
+                return await self._db(lambda conn: _in_tx(conn, lambda: write_batch(conn, outcomes, topic)))
         except _RowsRejected:
             pass
         # Postgres refused a value (too long, out of range): find the record(s), one at a time.
@@ -229,6 +232,36 @@ class Worker:
                 with contextlib.suppress(Exception):
                     lag += max(0, high - await self.consumer.position(tp))
         self.metrics.lag.set(lag)
+
+
+@contextlib.contextmanager
+def _consume_spans(messages: list[Message]) -> Iterator[None]:
+    """While tracing is on: one consumer span per message, the child of the context its headers
+    carry (the relay's send), open while its batch is processed, and the batch's own span
+    (`tracing.batch_span`: the child of a lone message's span, else linked to each) around the
+    work done for all of them (raw objects, tokenizer, canonical write)."""
+    if not tracing.enabled():
+        yield
+        return
+    tracer = tracing.tracer()
+    spans = []
+    for m in messages:
+        parent = tracing.span_context(header_map(m.headers).get("traceparent"))
+        span = tracer.start_span(
+            f"{m.topic} process", context=tracing.parent_context(parent), kind=SpanKind.CONSUMER,
+            attributes={"messaging.system": "kafka", "messaging.operation.type": "process",
+                        "messaging.destination.name": m.topic, "messaging.destination.partition.id": str(m.partition),
+                        "messaging.kafka.offset": m.offset},
+        )  # fmt: skip
+        m.traceparent = tracing.traceparent_of(span)
+        spans.append(span)
+    try:
+        with tracing.failures_marked(*spans):
+            with tracing.batch_span("normalize batch", [s.get_span_context() for s in spans]):
+                yield
+    finally:
+        for span in spans:
+            span.end()
 
 
 class _RowsRejected(Exception):
