@@ -31,7 +31,6 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
-from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from structlog.contextvars import bind_contextvars, reset_contextvars
 
@@ -133,6 +132,9 @@ class ContextMiddleware:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if tracing.enabled():  # routed by now; the server span ends with the answer
+                    route = getattr(scope.get("route"), "path", None) or "unmatched"
+                    tracing.name_server_span(scope.get("method", "GET"), route)
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-correlation-id", cid.encode())]
             await send(message)
@@ -255,19 +257,8 @@ class ServiceApp(FastAPI):
             app = DirectRoutes(app, self.direct_routes)
         app = ContextMiddleware(app, self.http_metrics)
         if tracing.enabled():
-            app = tracing.server_spans(app, self.route_template)
+            app = tracing.server_spans(app)
         return app
-
-    def route_template(self, scope: Scope) -> str | None:
-        """The route template a request matches (`/v1/ingest`, `/records/{id}`), None for none."""
-        path = _route_path(scope)
-        if any(route.path == path for route in self.direct_routes):
-            return path
-        for route in self.router.routes:
-            match, _ = route.matches(scope)
-            if match is Match.FULL:
-                return getattr(route, "path", None)
-        return None
 
 
 def _freezing_start_up(

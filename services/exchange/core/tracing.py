@@ -101,19 +101,26 @@ def _instrument_libraries() -> None:
     AioHttpClientInstrumentor().instrument()  # the raw zone's PUTs and GETs
 
 
-def server_spans(app: Any, route_template: Any) -> Any:
-    """`app` inside the ASGI instrumentation's server span (W3C `traceparent` in, the span named
-    `METHOD /route/template` by `route_template(scope)`); probes and /metrics are not traced."""
+def server_spans(app: Any) -> Any:
+    """`app` inside the ASGI instrumentation's server span (W3C `traceparent` in); probes and
+    /metrics are not traced. The app names the span once routing is done (`name_server_span`)."""
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    def details(scope: Any) -> tuple[str, dict[str, Any]]:
-        method = scope.get("method", "HTTP")
-        template = route_template(scope) if scope.get("type") == "http" else None
-        return (f"{method} {template}", {"http.route": template}) if template else (method, {})
-
     return OpenTelemetryMiddleware(
-        app, excluded_urls="/healthz,/readyz,/metrics", default_span_details=details, exclude_spans=["receive", "send"]
+        app,
+        excluded_urls="/healthz,/readyz,/metrics",
+        default_span_details=lambda scope: (scope.get("method", "HTTP"), {}),
+        exclude_spans=["receive", "send"],
     )
+
+
+def name_server_span(method: str, route: str) -> None:
+    """Name the current server span `METHOD /route/template` (the template the request metrics
+    use: `unmatched` for none), with `http.route`."""
+    current = trace.get_current_span()
+    if current.is_recording():
+        current.update_name(f"{method} {route}")
+        current.set_attribute("http.route", route)
 
 
 def force_flush(timeout_millis: int = 5000) -> None:
@@ -212,6 +219,7 @@ __all__ = [
     "exporter_configured",
     "failures_marked",
     "force_flush",
+    "name_server_span",
     "parent_context",
     "server_spans",
     "span",
