@@ -20,7 +20,7 @@ lock: ## re-resolve requirements.lock from pyproject.toml
 	@bash hack/lock.sh
 
 .PHONY: engines
-engines: ## install every engine (Postgres, Kafka, s3proxy, etcd, kube-apiserver, kubectl, helm) into the cache
+engines: ## install every engine (Postgres, Kafka, s3proxy, Jaeger, etcd, kube-apiserver, kubectl, helm) into the cache
 	@bash hack/install/all.sh
 
 .PHONY: lint

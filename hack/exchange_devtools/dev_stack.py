@@ -66,6 +66,7 @@ def _engine(name: str, build: Callable[[Path], Any]) -> dict[str, str]:
 
 
 def _start_engines() -> dict[str, str]:
+    from exchange_devtools.engines.jaeger import JaegerServer
     from exchange_devtools.engines.kafka import kafka_server
     from exchange_devtools.engines.postgres import postgres_server
     from exchange_devtools.engines.s3 import s3_server
@@ -74,6 +75,10 @@ def _start_engines() -> dict[str, str]:
     env |= _engine("postgres", lambda d: postgres_server(d, detach=True))
     env |= _engine("kafka", lambda d: kafka_server(d, detach=True, partitions=3))
     env |= _engine("s3", lambda d: s3_server(d, detach=True, long_running=True))
+    # Jaeger's usual ports: the UI and query API on :16686, OTLP/HTTP in on :4318. Its env points
+    # every service's exporter at it (tracing on, every trace kept) and exports JAEGER_URL.
+    env |= _engine("jaeger", lambda d: JaegerServer(d, otlp_port=4318, query_port=16686, query_grpc_port=16685,
+                                                    health_port=13133, detach=True))  # fmt: skip
     return env
 
 
