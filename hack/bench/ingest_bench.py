@@ -27,6 +27,7 @@ from exchange_devtools.calibrate import (
     wait_for_quiet_io,
 )
 from exchange_devtools.engines.base import free_port
+from exchange_devtools.engines.jaeger import jaeger_server
 from exchange_devtools.engines.kafka import kafka_server
 from exchange_devtools.engines.postgres import postgres_server
 from exchange_devtools.engines.s3 import s3_server
@@ -457,6 +458,49 @@ async def wait_published(dsn: str, limit: float = 120) -> float:
     return time.perf_counter() - started
 
 
+TRACING_MODES: dict[str, dict[str, str]] = {
+    "off": {},
+    "1%": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"},
+    "100%": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
+}
+
+
+def tracing_part(
+    args: argparse.Namespace, port: int, authorization: str, modes: list[dict[str, str]],
+    running: list[subprocess.Popen[bytes]], start_server: Any,
+) -> None:  # fmt: skip
+    """Single-record req/s and server CPU per request with each tracing mode (exported to a local
+    Jaeger), the server and relay restarted per mode; printed as ratios against the first."""
+    names = [m.strip() for m in args.tracing.split(",")]
+    rows: list[tuple[str, float, float]] = []
+    for index, (name, mode) in enumerate(zip(names, modes, strict=True)):
+        if index:
+            for proc in running:
+                proc.terminate()
+                proc.wait(timeout=15)
+            running = start_server(mode)
+            run_load(closed_loop(port, args.clients, 5, prepared(int(MAX_RATE * 5), port, authorization)))
+        requests = prepared(int(MAX_RATE * args.seconds), port, authorization)
+        before = cpu_by_component()
+        result = run_load(closed_loop(port, args.clients, args.seconds, requests))
+        rows.append(
+            (
+                name,
+                result["rps"],
+                sum(
+                    v
+                    for k, v in cpu_per(before, cpu_by_component(), result["count"]).items()
+                    if k in ("ingest", "relay")
+                ),
+            )
+        )
+    base_rps, base_cpu = rows[0][1], rows[0][2]
+    print(f"  tracing cost, single record, {args.clients} clients ({rows[0][0]} = 1.00):")
+    for name, rps, cpu in rows:
+        print(f"    {name:>5}: {rps:8.0f} req/s ({rps / base_rps:4.2f})   ingest+relay CPU {cpu:5.0f} us/request"
+              f" ({cpu / base_cpu:4.2f})")  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10)
@@ -487,6 +531,10 @@ def main() -> int:
     parser.add_argument(
         "--auth", choices=["dev", "jwt"], default="dev",
         help="`Bearer dev` (as `make dev`) or an RS256 JWT verified against a local JWKS (as in production)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--tracing", metavar="MODES",
+        help="compare tracing modes (off, 1%%, 100%%; e.g. off,1%%,100%%) on single records: OTLP to a local Jaeger",
     )  # fmt: skip
     parser.add_argument(
         "--jwt-cache-seconds", type=int, help="the server's JWT_CACHE_SECONDS with --auth jwt (0: verify every request)"
@@ -535,12 +583,24 @@ def _run(args: argparse.Namespace, work: Path, quiet: str, stack: contextlib.Exi
                    "--log-level", "warning", "--no-access-log", "--loop", "uvloop", "--http", "httptools"]  # fmt: skip
         if args.workers > 1 and not args.profile:
             server += ["--workers", str(args.workers)]
-        procs.append(
-            subprocess.Popen(server, env=env, stdout=open(work / "server.log", "wb"), stderr=subprocess.STDOUT)
-        )
-        procs.append(subprocess.Popen([sys.executable, "-m", "exchange.ingest.relay"], env=env,
-                                      stdout=open(work / "relay.log", "wb"), stderr=subprocess.STDOUT))  # fmt: skip
-        wait_http(port)
+        tracing = [TRACING_MODES[m.strip()] for m in args.tracing.split(",")] if args.tracing else []
+        jaeger = jaeger_server(work / "jaeger").start() if tracing else None
+        if jaeger is not None:
+            engines.append(jaeger)
+
+        def start_server(mode: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+            """The server and the relay, with the tracing variables of `mode` (none: off)."""
+            traced = {**env, **(jaeger.env() if mode and jaeger else {}), **mode}
+            started = [
+                subprocess.Popen(server, env=traced, stdout=open(work / "server.log", "ab"), stderr=subprocess.STDOUT),
+                subprocess.Popen([sys.executable, "-m", "exchange.ingest.relay"], env=traced,
+                                 stdout=open(work / "relay.log", "ab"), stderr=subprocess.STDOUT),
+            ]  # fmt: skip
+            procs.extend(started)
+            wait_http(port)
+            return started
+
+        running = start_server(tracing[0] if tracing else {})
         speed = machine_speed()  # timed before the load, with the engines idle
         warmed = asyncio.run(warm_s3(s3))
         warm_up = prepared(int(MAX_RATE * args.warmup), port, authorization)
@@ -555,6 +615,10 @@ def _run(args: argparse.Namespace, work: Path, quiet: str, stack: contextlib.Exi
                     f"  {speed}; {quiet}\n"
                     f"  engines' data on {filesystem_of(str(work))}; {warmed}")  # fmt: skip
 
+        if tracing:
+            print(header())
+            tracing_part(args, port, authorization, tracing, running, start_server)
+            return 0
         if args.only == "bulk":
             bulk_part(args, port, pg.dsn, authorization)
             print(header())

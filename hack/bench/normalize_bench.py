@@ -25,6 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from exchange.core.storage import content_key
 from exchange_devtools.engines.base import free_port
+from exchange_devtools.engines.jaeger import jaeger_server
 from exchange_devtools.engines.kafka import kafka_server
 from exchange_devtools.engines.postgres import postgres_server
 from exchange_devtools.engines.s3 import s3_server
@@ -33,6 +34,7 @@ from exchange_devtools.testdata import SYNTHEA_DIR as SYNTHEA
 ROOT = Path(__file__).resolve().parents[2]
 EXCHANGE = ROOT / ".venv" / "bin" / "exchange"
 
+TOKENIZER_ENV: dict[str, str] = {}  # the tokenizer's port and secret, set once a port is chosen
 TOPIC, GROUP, BUCKET, TENANT = "record.ingested.v1", "normalizer", "exchange-raw", "bench"
 GIVEN = ["Ada", "Grace", "Alan", "Edsger", "Barbara", "Donald", "Frances", "Ken", "Radia", "Tim"]
 FAMILY = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen", "Thompson", "Perlman"]
@@ -143,6 +145,58 @@ async def lag(consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> i
     return total
 
 
+async def drain_backlog(
+    client: Any, producer: AIOKafkaProducer, watcher: AIOKafkaConsumer, partitions: list[TopicPartition],
+    gen: Generator, args: argparse.Namespace, procs: list[subprocess.Popen[bytes]], argv: list[str],
+    env: dict[str, str], log: Any,
+) -> tuple[float, int]:  # fmt: skip
+    """The worker (the last of `procs`) stopped, a backlog published, a worker started with `env`
+    and the backlog drained flat out: (records/s, backlog)."""
+    worker = procs.pop()
+    worker.terminate()
+    worker.wait(30)
+    pending = await put_objects(client, gen, args.backlog // args.lines_per_object, args.lines_per_object)
+    backlog = await send(producer, [e for events in pending for e in events])
+    procs.append(subprocess.Popen(argv, stdout=log, stderr=log, env=env))  # noqa: ASYNC220
+    while (first := await lag(watcher, partitions)) >= backlog:
+        await asyncio.sleep(0.05)
+    t0 = time.monotonic()
+    while await lag(watcher, partitions) > 0:
+        await asyncio.sleep(0.05)
+    return first / (time.monotonic() - t0), backlog
+
+
+TRACING_MODES: dict[str, dict[str, str]] = {
+    "off": {},
+    "1%": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"},
+    "100%": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
+}
+
+
+async def tracing_part(
+    args: argparse.Namespace, modes: list[dict[str, str]], procs: list[subprocess.Popen[bytes]], jaeger: Any,
+    env: dict[str, str], logs: Any, drain: Any,
+) -> None:  # fmt: skip
+    """Capacity (a backlog drained flat out by `drain(env)`) with each tracing mode, tokenizer and
+    worker restarted with its OTEL_* variables (spans to a local Jaeger); printed as ratios against
+    the first."""
+    names = [m.strip() for m in args.tracing.split(",")]
+    rows = []
+    for name, mode in zip(names, modes, strict=True):
+        traced = {**env, **(jaeger.env() if mode else {}), **mode}
+        tokenizer = procs.pop(0)  # restarted with the mode: its server spans cost too
+        tokenizer.terminate()
+        tokenizer.wait(30)
+        procs.insert(0, subprocess.Popen(  # noqa: ASYNC220
+            [str(EXCHANGE), "serve", "tokenizer"], stdout=logs[0], stderr=logs[0], env={**traced, **TOKENIZER_ENV},
+        ))  # fmt: skip
+        capacity, _ = await drain(traced)
+        rows.append((name, capacity))
+    print(f"tracing cost, normalizer capacity (a backlog of {args.backlog} drained flat out; {rows[0][0]} = 1.00):")
+    for name, capacity in rows:
+        print(f"  {name:>5}: {capacity:8.0f} records/s ({capacity / rows[0][1]:4.2f})")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=int, default=1000)
@@ -152,12 +206,18 @@ async def main() -> None:
     parser.add_argument("--backlog", type=int, default=20000, help="Records of the capacity baseline.")
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="Run the worker under pyinstrument (text report).")
+    parser.add_argument(
+        "--tracing", metavar="MODES",
+        help="Only the capacity baseline, once per tracing mode (off, 1%%, 100%%): OTLP to a local Jaeger.",
+    )  # fmt: skip
     args = parser.parse_args()
+    tracing = [TRACING_MODES[m.strip()] for m in args.tracing.split(",")] if args.tracing else []
 
     work = Path(tempfile.mkdtemp(prefix="bench-normalize-"))
     pg = postgres_server(work / "pg", durable=True).start()
     kafka = kafka_server(work / "kafka").start()
     s3 = s3_server(work / "s3", long_running=True).start()
+    jaeger = jaeger_server(work / "jaeger").start() if tracing else None
     procs: list[subprocess.Popen[bytes]] = []
     try:
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
@@ -166,6 +226,7 @@ async def main() -> None:
         await admin.close()
         session = get_session()
         tok_port = free_port()
+        TOKENIZER_ENV.update(PORT=str(tok_port), TOKENIZATION_SECRET="bench-secret-0123456789abcdef")
         env = {
             **os.environ, "ENV": "local", "LOG_LEVEL": "WARNING", "DATABASE_URL": pg.dsn, **s3.env(),
             "S3_BUCKET_RAW": BUCKET, "KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
@@ -174,7 +235,7 @@ async def main() -> None:
         logs = (work / "tokenizer.log").open("wb"), (work / "normalizer.log").open("wb")
         procs.append(subprocess.Popen(  # noqa: ASYNC220
             [str(EXCHANGE), "serve", "tokenizer"], stdout=logs[0], stderr=logs[0],
-            env={**env, "PORT": str(tok_port), "TOKENIZATION_SECRET": "bench-secret-0123456789abcdef"},
+            env={**env, **TOKENIZER_ENV},
         ))  # fmt: skip
         async with session.create_client("s3", **s3.client_kwargs()) as client:
             await client.create_bucket(Bucket=BUCKET)
@@ -195,6 +256,13 @@ async def main() -> None:
             deadline = time.monotonic() + 60
             while await lag(watcher, partitions) > 0 and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
+
+            if tracing:
+                await tracing_part(args, tracing, procs, jaeger, env, logs, lambda traced: drain_backlog(
+                    client, producer, watcher, partitions, gen, args, procs, argv, traced, logs[1]))  # fmt: skip
+                await watcher.stop()
+                await producer.stop()
+                return
 
             # 1. fixed rate
             print(f"fixed rate: {args.rate} records/s for {args.seconds} s, {args.lines_per_object} lines per object, "
@@ -224,18 +292,9 @@ async def main() -> None:
             drain = time.monotonic() - drain_start
 
             # 2. capacity baseline: the worker stopped, a backlog published, then drained flat out
-            worker = procs.pop()
-            worker.terminate()
-            worker.wait(30)
-            pending = await put_objects(client, gen, args.backlog // args.lines_per_object, args.lines_per_object)
-            backlog = await send(producer, [e for events in pending for e in events])
-            procs.append(subprocess.Popen(argv, stdout=logs[1], stderr=logs[1], env=env))  # noqa: ASYNC220
-            while (first := await lag(watcher, partitions)) >= backlog:
-                await asyncio.sleep(0.05)
-            t0 = time.monotonic()
-            while await lag(watcher, partitions) > 0:
-                await asyncio.sleep(0.05)
-            capacity = first / (time.monotonic() - t0)
+            capacity, backlog = await drain_backlog(
+                client, producer, watcher, partitions, gen, args, procs, argv, env, logs[1]
+            )
             await watcher.stop()
             await producer.stop()
         conn = await asyncpg.connect(pg.dsn)
@@ -260,6 +319,8 @@ async def main() -> None:
         s3.stop()
         kafka.stop()
         pg.stop()
+        if jaeger is not None:
+            jaeger.stop()
         print(f"logs: {work}")
 
 
