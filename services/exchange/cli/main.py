@@ -116,6 +116,11 @@ def serve(
                 aio.run(result)
             return
         factory, default_port = HTTP_SERVICES[component.value]
+        multiprocess_dir = None
+        if workers > 1:  # before any metric exists: /metrics adds up every worker's samples
+            from exchange.core.metrics import use_multiprocess_dir
+
+            multiprocess_dir = use_multiprocess_dir()
         resolve(factory)  # fail fast with one line if the service is not built
         import uvicorn
 
@@ -123,8 +128,14 @@ def serve(
 
         # uvloop, httptools and the connection limits that hold before auth (exchange.core.server)
         options = uvicorn_options()
-        uvicorn.run(factory, factory=True, host=host or settings.host, port=port or default_port, workers=workers,
-                    **options)  # fmt: skip
+        try:
+            uvicorn.run(factory, factory=True, host=host or settings.host, port=port or default_port,
+                        workers=workers, **options)  # fmt: skip
+        finally:
+            if multiprocess_dir is not None:
+                import shutil
+
+                shutil.rmtree(multiprocess_dir, ignore_errors=True)
     except ExchangeError as exc:
         raise fail(str(exc)) from None
 

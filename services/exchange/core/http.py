@@ -28,7 +28,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -43,7 +43,7 @@ from exchange.core.logging import (
     new_correlation_id,
     valid_correlation_id,
 )
-from exchange.core.metrics import HttpMetrics
+from exchange.core.metrics import HttpMetrics, exposition
 from exchange.core.server import REFUSED_SCOPE_KEY
 from exchange.core.settings import ServiceSettings
 
@@ -361,7 +361,7 @@ def create_service_app(
 
         @app.get("/metrics", include_in_schema=False)
         async def metrics() -> Response:
-            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+            return Response(exposition(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

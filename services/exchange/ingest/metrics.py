@@ -23,11 +23,15 @@ class IngestMetrics:
         self.records = Counter(
             "ingest_records_total", "Records accepted, by source format.", ["source_format"], registry=registry
         )
-        self.backlog = Gauge("ingest_outbox_backlog", "Outbox rows not yet published.", registry=registry)
+        # Read from Postgres by every process: with several, the latest reading is the value.
+        self.backlog = Gauge(
+            "ingest_outbox_backlog", "Outbox rows not yet published.", registry=registry, multiprocess_mode="mostrecent"
+        )
         self.oldest_age = Gauge(
             "ingest_outbox_oldest_unpublished_age_seconds",
             "Age of the oldest unpublished outbox row (0 when none).",
             registry=registry,
+            multiprocess_mode="mostrecent",
         )
         self.published = Counter("ingest_relay_published_total", "Events published by the relay.", registry=registry)
         self.keys_purged = Counter(

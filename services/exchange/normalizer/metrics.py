@@ -17,8 +17,14 @@ class NormalizerMetrics:
             ["dependency"], registry=registry,
         )  # fmt: skip
         self.paused = Gauge("normalizer_paused", "1 while partitions are paused for a backoff.", registry=registry)
-        self.lag = Gauge("normalizer_consumer_lag", "Messages behind the high watermark (all partitions).",
-                         registry=registry)  # fmt: skip
+        self.lag = Gauge(
+            "normalizer_consumer_lag", "Messages behind the log end, per assigned partition.", ["topic", "partition"],
+            registry=registry,
+        )  # fmt: skip
+        self.tokenizer_seconds = Histogram(
+            "normalizer_tokenizer_request_seconds", "Time of one tokenizer call as the normalizer sees it, by outcome.",
+            ["outcome"], registry=registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+        )  # fmt: skip
         self.batch_seconds = Histogram(
             "normalizer_batch_seconds", "Time to normalize and commit one batch.", registry=registry,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),

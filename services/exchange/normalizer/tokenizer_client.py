@@ -13,6 +13,7 @@ body, but nothing from the exchange is echoed into exceptions or logs either way
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,7 +38,10 @@ class TokenizerClient:
         timeout: float = 5.0,
         batch_size: int = 500,
         transport: httpx.AsyncBaseTransport | None = None,
+        observe: Callable[[str, float], None] | None = None,
     ) -> None:
+        """`observe(outcome, seconds)` is told of every call: outcome `ok`, `transient` or `rejected`."""
+        self._observe = observe or (lambda outcome, seconds: None)
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(timeout, connect=min(timeout, 2.0)),
@@ -72,16 +76,22 @@ class TokenizerClient:
         cid = current_correlation_id()
         if cid:
             headers["X-Correlation-ID"] = cid
+        started = time.perf_counter()
         try:
             response = await self._client.post("/v1/tokenize", json=body, headers=headers)
         except httpx.HTTPError as exc:
+            self._observe("transient", time.perf_counter() - started)
             raise DependencyError("tokenizer", type(exc).__name__) from None
         finally:
             del body  # the request's PII goes with this frame; nothing else references it
+        seconds = time.perf_counter() - started
         if response.status_code in TRANSIENT_STATUS or response.status_code >= 500:
+            self._observe("transient", seconds)
             raise DependencyError("tokenizer", f"HTTP {response.status_code}")
         if response.status_code != 200:
+            self._observe("rejected", seconds)
             raise PoisonError("tokenizer-rejected", f"tokenizer answered HTTP {response.status_code}")
+        self._observe("ok", seconds)
         return _parse(response, len(people))
 
 

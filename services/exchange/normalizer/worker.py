@@ -52,6 +52,10 @@ from exchange.normalizer.tokenizer_client import TokenizerClient
 
 log = get_logger(__name__)
 T = TypeVar("T")
+LAG_EVERY = 2.0
+"""Seconds between two consumer-lag readings (one ListOffsets request to the broker)."""
+LAG_TIMEOUT = 2.0
+"""Longest a lag reading may hold the loop (Kafka away: the gauges keep their last values)."""
 Batch = dict[TopicPartition, list[Any]]
 _SEEN = "SELECT event_id FROM normalizer.inbox WHERE event_id = ANY($1::uuid[])"
 
@@ -74,6 +78,8 @@ class Worker:
         self.pipeline = pipeline
         self.metrics = metrics
         self.relay = relay
+        self._lag_due = 0.0
+        self._lag_partitions: set[tuple[str, str]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -223,15 +229,30 @@ class Worker:
             if got:
                 self.consumer.pause(*got)
             self.consumer.pause(*self.consumer.assignment())
+            await self._observe_lag()
 
     async def _observe_lag(self) -> None:
-        lag = 0
-        for tp in self.consumer.assignment():
-            high = self.consumer.highwater(tp)
-            if high is not None:
-                with contextlib.suppress(Exception):
-                    lag += max(0, high - await self.consumer.position(tp))
-        self.metrics.lag.set(lag)
+        """Per assigned partition: messages between the log end and our position (the earliest record
+        not yet handled while paused), every LAG_EVERY seconds; partitions no longer ours are dropped.
+        The end offsets are asked of the broker, so the lag grows while the worker is stuck."""
+        now = time.monotonic()
+        if now < self._lag_due:
+            return
+        self._lag_due = now + LAG_EVERY
+        assigned = self.consumer.assignment()
+        try:
+            async with asyncio.timeout(LAG_TIMEOUT):
+                ends = await self.consumer.end_offsets(list(assigned))
+                lags = {tp: max(0, end - await self.consumer.position(tp)) for tp, end in ends.items()}
+        except Exception as exc:  # Kafka away or a rebalance: keep the last values
+            log.debug("consumer_lag_unknown", error_class=type(exc).__name__)
+            return
+        for tp, lag in lags.items():
+            self.metrics.lag.labels(tp.topic, str(tp.partition)).set(lag)
+        for topic, partition in self._lag_partitions - {(tp.topic, str(tp.partition)) for tp in lags}:
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(topic, partition)
+        self._lag_partitions = {(tp.topic, str(tp.partition)) for tp in lags}
 
 
 @contextlib.contextmanager
@@ -318,6 +339,7 @@ async def serve(settings: NormalizerSettings, stop: asyncio.Event, registry: Col
     tokenizer = TokenizerClient(
         settings.tokenizer_url, settings.tokenizer_credentials(), timeout=settings.tokenizer_timeout,
         batch_size=settings.tokenizer_batch,
+        observe=lambda outcome, seconds: metrics.tokenizer_seconds.labels(outcome).observe(seconds),
     )  # fmt: skip
     closers: list[Callable[[], Awaitable[Any]]] = [tokenizer.aclose]
     probes = None
