@@ -82,6 +82,10 @@ operator: deps ## run the operator locally against $$KUBECONFIG (e.g. the one `m
 crd: deps ## regenerate the CRD (manifests/crd and the chart) from operator/exchange_operator/spec.py
 	@bash hack/gen-crd
 
+.PHONY: monitoring
+monitoring: deps ## regenerate the Prometheus rules and Grafana dashboards in charts/exchange-operator/files
+	@$(PY) -m exchange_devtools monitoring
+
 .PHONY: rbac
 rbac: ## regenerate manifests/rbac/ from the chart
 	@bash hack/gen-rbac

@@ -1,7 +1,7 @@
 """`python -m exchange_devtools COMMAND`: the local stack commands behind the Makefile.
 
-Commands: dev-up, dev-down, kube-up, kube-down, kube-operator, engines-report, images. Each lives in its own module;
-this file only dispatches, so importing one stack never imports the other.
+Commands: dev-up, dev-down, kube-up, kube-down, kube-operator, engines-report, images, monitoring. Each
+lives in its own module; this file only dispatches, so importing one stack never imports the other.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ COMMANDS = {
     "engines-report": "exchange_devtools.report:main",
     "images": "exchange_devtools.images:main",
     "kube-operator": "exchange_devtools.kube_operator:main",
+    "monitoring": "exchange_devtools.monitoring:main",
 }
 
 
