@@ -1,7 +1,8 @@
 """`python -m exchange_operator`: run the operator against $KUBECONFIG (or in-cluster).
 
 Watches the namespaces in EXCHANGE_OPERATOR_NAMESPACES (comma-separated), else the whole cluster.
-EXCHANGE_OPERATOR_LIVENESS=http://0.0.0.0:8080/healthz serves kopf's liveness endpoint.
+EXCHANGE_OPERATOR_LIVENESS=http://0.0.0.0:8080/healthz serves kopf's liveness endpoint, and
+EXCHANGE_OPERATOR_METRICS_PORT the operator's Prometheus metrics (`/metrics`; unset or 0: none).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import os
 
 import kopf
 
-from exchange_operator import handlers
+from exchange_operator import handlers, metrics
 
 
 def main() -> None:
@@ -20,6 +21,8 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     namespaces = handlers.SETTINGS.namespaces
+    if handlers.SETTINGS.metrics_port:
+        metrics.serve(handlers.SETTINGS.metrics_port)
     kopf.run(
         standalone=handlers.SETTINGS.standalone,
         clusterwide=not namespaces,

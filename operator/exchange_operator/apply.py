@@ -35,6 +35,7 @@ RESOURCES: dict[str, tuple[str, str]] = {
     "Ingress": ("apis/networking.k8s.io/v1", "ingresses"),
     "NetworkPolicy": ("apis/networking.k8s.io/v1", "networkpolicies"),
     "PodDisruptionBudget": ("apis/policy/v1", "poddisruptionbudgets"),
+    "PodMonitor": ("apis/monitoring.coreos.com/v1", "podmonitors"),
     api.KIND: (f"apis/{api.GROUP}/{api.VERSION}", api.PLURAL),
 }
 """kind -> (API prefix, plural) of every kind the operator touches."""
@@ -148,6 +149,18 @@ class KubeClient:
                 return None
             raise
         return result
+
+    async def serves(self, kind: str) -> bool:
+        """Whether the API server serves `kind` (of RESOURCES) now: its API group's discovery
+        document lists it (a CRD such as the Prometheus Operator's may be installed or not)."""
+        prefix, plural = RESOURCES[kind]
+        try:
+            found = await self._request("GET", f"/{prefix}")
+        except KubeApiError as exc:
+            if exc.status == 404:
+                return False
+            raise
+        return any(r.get("name") == plural for r in (found or {}).get("resources", []))
 
     async def get(self, kind: str, namespace: str, name: str) -> Manifest | None:
         try:

@@ -20,6 +20,7 @@ from typing import Any
 
 import kopf
 
+from exchange_operator import metrics
 from exchange_operator import reconcile as rc
 from exchange_operator.apply import KubeApiError, KubeClient
 from exchange_operator.builders.common import MANAGED_BY, PIPELINE_LABEL
@@ -92,9 +93,16 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
         await kube.close()
 
 
-async def _reconcile(kube: KubeClient, body: Mapping[str, Any], *, prune: bool, always: bool) -> dict[str, Any] | None:
+async def _reconcile(
+    kube: KubeClient, body: Mapping[str, Any], *, prune: bool, always: bool, trigger: str
+) -> dict[str, Any] | None:
     uid = body["metadata"]["uid"]
-    return await SERIALIZER.run(uid, lambda: rc.reconcile(kube, SETTINGS, body, prune_children=prune), always=always)
+
+    async def run() -> dict[str, Any]:
+        with metrics.observed(trigger):
+            return await rc.reconcile(kube, SETTINGS, body, prune_children=prune)
+
+    return await SERIALIZER.run(uid, run, always=always)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
@@ -104,7 +112,7 @@ async def reconcile_pipeline(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo
     """Reconcile a new or changed pipeline and write its status."""
     generation = body.metadata.get("generation")
     try:
-        status = await _reconcile(memo.kube, body, prune=True, always=True)
+        status = await _reconcile(memo.kube, body, prune=True, always=True, trigger="change")
     except rc.InvalidSpec as exc:
         patch.status.update(problem_status(Phase.FAILED, "InvalidSpec", str(exc), generation, body.status))
         raise kopf.PermanentError(f"invalid spec: {exc}") from None
@@ -121,7 +129,7 @@ async def reconcile_pipeline(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo
 async def resync_pipeline(body: kopf.Body, patch: kopf.Patch, memo: Any, logger: Log, **_: Any) -> None:
     """Periodic drift repair and status refresh; problems are left to the change handlers."""
     try:
-        status = await _reconcile(memo.kube, body, prune=False, always=True)
+        status = await _reconcile(memo.kube, body, prune=False, always=True, trigger="resync")
     except (rc.InvalidSpec, rc.MissingDependency):
         return
     except KubeApiError as exc:
@@ -135,7 +143,8 @@ async def resync_pipeline(body: kopf.Body, patch: kopf.Patch, memo: Any, logger:
 async def delete_pipeline(body: kopf.Body, memo: Any, logger: Log, **_: Any) -> None:
     """Finalizer: apply the volume-claim policy; children go with their owner references."""
     try:
-        outcome = await rc.cleanup(memo.kube, body)
+        with metrics.observed("delete"):
+            outcome = await rc.cleanup(memo.kube, body)
     except rc.EnginesStillPresent as exc:
         raise kopf.TemporaryError(str(exc), delay=1) from exc
     except KubeApiError as exc:
@@ -180,7 +189,7 @@ async def on_child_event(event: kopf.RawEvent, body: kopf.Body, memo: Any, logge
         owner = await kube.get(KIND, namespace, name)
         if owner is None or owner["metadata"].get("deletionTimestamp"):
             return
-        status = await _reconcile(kube, owner, prune=False, always=False)
+        status = await _reconcile(kube, owner, prune=False, always=False, trigger="drift")
         if status is not None:
             await kube.patch_status(namespace, name, status)
             logger.info("restored children of %s/%s after drift in %s", namespace, name, body.metadata.name)

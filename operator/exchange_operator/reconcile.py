@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from exchange_operator.apply import KubeApiError, KubeClient, adopt_all, apply_all
 from exchange_operator.builders import build_children
 from exchange_operator.builders.common import Meta, instance_selector
+from exchange_operator.builders.monitoring import POD_MONITOR
 from exchange_operator.builders.secrets import build_generated_secrets, generated_secret_names
 from exchange_operator.health import WORKLOAD_KINDS, component_of
 from exchange_operator.settings import OperatorSettings
@@ -100,14 +101,16 @@ def _controlled_by(obj: Mapping[str, Any], uid: str) -> bool:
     return any(ref.get("uid") == uid for ref in obj["metadata"].get("ownerReferences", []))
 
 
-async def prune(client: KubeClient, meta: Meta, uid: str, desired: list[Manifest]) -> list[str]:
-    """Delete this pipeline's children of PRUNED_KINDS that the spec no longer produces."""
+async def prune(
+    client: KubeClient, meta: Meta, uid: str, desired: list[Manifest], kinds: tuple[str, ...] = PRUNED_KINDS
+) -> list[str]:
+    """Delete this pipeline's children of `kinds` that the spec no longer produces."""
     wanted = {(c["kind"], c["metadata"]["name"]) for c in desired}
     selector = instance_selector(meta)
-    listed = await asyncio.gather(*(client.list(k, meta.namespace, selector) for k in PRUNED_KINDS))
+    listed = await asyncio.gather(*(client.list(k, meta.namespace, selector) for k in kinds))
     doomed = [
         (kind, obj["metadata"]["name"])
-        for kind, objs in zip(PRUNED_KINDS, listed, strict=True)
+        for kind, objs in zip(kinds, listed, strict=True)
         for obj in objs
         if (kind, obj["metadata"]["name"]) not in wanted and _controlled_by(obj, uid)
     ]
@@ -126,10 +129,12 @@ async def reconcile(
     meta = meta_of(body)
     await check_dependencies(client, spec, meta)
     await ensure_generated_secrets(client, spec, meta, body, settings)
-    children = adopt_all(build_children(spec, meta), body)
+    prometheus_operator = await client.serves(POD_MONITOR)
+    children = adopt_all(build_children(spec, meta, prometheus_operator=prometheus_operator), body)
     applied = await apply_all(client, children, settings.field_manager, settings.apply_concurrency)
     if prune_children:
-        await prune(client, meta, body["metadata"]["uid"], children)
+        kinds = PRUNED_KINDS + ((POD_MONITOR,) if prometheus_operator else ())
+        await prune(client, meta, body["metadata"]["uid"], children, kinds)
     pods = await client.list("Pod", meta.namespace, instance_selector(meta))
     expected = [component_of(c) for c in children if c["kind"] in WORKLOAD_KINDS]
     generation = body["metadata"].get("generation")

@@ -28,6 +28,8 @@ class OperatorSettings:
     """Prefix of kopf's progress annotations (status stays a structural schema of our own)."""
     standalone: bool = True
     """Run without kopf peering (one operator replica; the chart runs exactly one)."""
+    metrics_port: int = 0
+    """Port of the operator's `/metrics` (reconciles, errors, durations); 0: not served."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorSettings:

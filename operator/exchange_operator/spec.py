@@ -177,7 +177,7 @@ class IngressSpec(Model):
 
 
 class MonitoringSpec(Model):
-    """Who scrapes the services' metrics."""
+    """Who scrapes the services' metrics, and where their traces go."""
 
     namespace: str = Field(
         "monitoring",
@@ -185,6 +185,20 @@ class MonitoringSpec(Model):
         max_length=63,
         description="Namespace whose Pods (Prometheus) may reach every service's `metrics` port (9102); a "
         "NetworkPolicy refuses everyone else, and no Ingress routes that port.",
+    )
+    pod_monitor: bool = Field(
+        True,
+        description="Create a PodMonitor for the services' `metrics` port when the Prometheus Operator's CRDs "
+        "(monitoring.coreos.com/v1) exist in the cluster. The Pods also carry `prometheus.io/*` annotations.",
+    )
+    scrape_interval: str = Field(
+        "30s", pattern=r"^[0-9]+(ms|s|m)$", description="How often the PodMonitor has the services scraped."
+    )
+    otlp_endpoint: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="OTLP endpoint the services export traces to (OTEL_EXPORTER_OTLP_ENDPOINT, e.g. "
+        "`http://otel-collector.monitoring:4318`); absent: no exporter is configured.",
     )
 
 

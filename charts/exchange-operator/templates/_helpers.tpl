@@ -82,4 +82,6 @@ see operator/exchange_operator/settings.py): scope, peering, liveness endpoint, 
   value: {{ printf "http://0.0.0.0:%d/healthz" (int .Values.healthPort) | quote }}
 - name: EXCHANGE_OPERATOR_LOG_LEVEL
   value: {{ .Values.logLevel | quote }}
+- name: EXCHANGE_OPERATOR_METRICS_PORT
+  value: {{ .Values.metrics.port | int | toString | quote }}
 {{- end }}

@@ -1,7 +1,8 @@
 """The five service Deployments: ingest, relay, tokenizer, normalizer, query.
 
 One image, one entrypoint per service (`exchange serve <component>`), probes on `/readyz` and
-`/healthz` (the `http` port, or a worker's `metrics` port), the `restricted` security context with
+`/healthz` (the `http` port, or a worker's `metrics` port), every service's `metrics` port declared
+and annotated for scraping (builders.monitoring), the `restricted` security context with
 a read-only root filesystem, env from the pipeline ConfigMap plus the Secrets each service needs,
 its own ServiceAccount and the normalizer → tokenizer workload identity (builders.identity).
 `spec.suspend` scales all to zero.
@@ -40,6 +41,7 @@ from exchange_operator.builders.env import (
     uses_engines,
 )
 from exchange_operator.builders.identity import identity_env, identity_volumes, pod_identity
+from exchange_operator.builders.monitoring import scrape_annotations
 from exchange_operator.spec import COMPONENTS, ExchangePipelineSpec
 
 
@@ -84,7 +86,11 @@ def build_deployment(spec: ExchangePipelineSpec, meta: Meta, component: str) -> 
     identity, identity_mounts = identity_volumes(meta, component)
     volumes += identity
     mounts += identity_mounts
-    env = [{"name": "SERVICE_NAME", "value": component}, *identity_env(meta, component)]
+    env = [
+        {"name": "SERVICE_NAME", "value": component},
+        {"name": "OTEL_SERVICE_NAME", "value": component},
+        *identity_env(meta, component),
+    ]
     port_name, port = probe_port(component)
     ports = [{"name": port_name, "containerPort": port, "protocol": "TCP"}]
     if component in WORKER_PORT_ENV:
@@ -121,7 +127,7 @@ def build_deployment(spec: ExchangePipelineSpec, meta: Meta, component: str) -> 
             "template": {
                 "metadata": {
                     "labels": pod_labels(meta, component),
-                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash},
+                    "annotations": {CONFIG_HASH_ANNOTATION: config_hash, **scrape_annotations()},
                 },
                 "spec": {
                     **pod_identity(meta, component),

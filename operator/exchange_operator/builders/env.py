@@ -66,6 +66,8 @@ def config_data(spec: ExchangePipelineSpec, meta: Meta) -> dict[str, str]:
             data["JWT_CACHE_SECONDS"] = str(auth.token_cache_seconds)
     if spec.engines.kafka.mode == "managed":
         data["KAFKA_BOOTSTRAP_SERVERS"] = f"{meta.service_host('kafka')}:{KAFKA_PORT}"
+    if spec.monitoring.otlp_endpoint:
+        data["OTEL_EXPORTER_OTLP_ENDPOINT"] = spec.monitoring.otlp_endpoint
     return data
 
 

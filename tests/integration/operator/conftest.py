@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from exchange_devtools.engines.base import free_port
 from exchange_operator.spec import GROUP, PLURAL, VERSION
 from exchange_operator.testing import OperatorProcess, install_crd, wait_for
 
@@ -31,6 +32,7 @@ def operator_process(kubeconfig, kube_api_client, tmp_path_factory) -> Iterator[
     env = {
         "EXCHANGE_OPERATOR_RESYNC_SECONDS": RESYNC_SECONDS,
         "EXCHANGE_OPERATOR_DEPENDENCY_RETRY_SECONDS": "1",
+        "EXCHANGE_OPERATOR_METRICS_PORT": str(free_port()),
     }
     proc = OperatorProcess(kubeconfig, tmp_path_factory.mktemp("operator") / "operator.log", env).start()
     _OPERATORS.append(proc)

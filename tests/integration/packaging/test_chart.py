@@ -21,6 +21,10 @@ REPO = Path(__file__).resolve().parents[3]
 CHART = REPO / "charts" / "exchange-operator"
 CRD = CHART / "crds" / "exchangepipelines.exchange.dev.yaml"
 SAMPLES = REPO / "manifests" / "samples"
+DASHBOARDS = CHART / "files" / "dashboards"
+RULES = CHART / "files" / "prometheus" / "exchange-rules.yaml"
+PROMETHEUS_OPERATOR = ("--api-versions", "monitoring.coreos.com/v1/PrometheusRule",
+                       "--api-versions", "monitoring.coreos.com/v1/PodMonitor")  # fmt: skip
 NON_DEFAULT_VALUES = {
     "watch": {"namespaces": ["team-a", "team-*"]},
     "peering": {"enabled": True},
@@ -64,13 +68,15 @@ class Tools:
     def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.run(str(self.helm_bin), *args, check=check)
 
-    def render(self, release: str, namespace: str, values: dict | None = None, tmp: Path | None = None) -> str:
-        extra: list[str] = []
+    def render(
+        self, release: str, namespace: str, values: dict | None = None, tmp: Path | None = None, *args: str
+    ) -> str:
+        extra: list[str] = list(args)
         if values:
             assert tmp is not None
             path = tmp / f"{release}-values.yaml"
             path.write_text(yaml.safe_dump(values))
-            extra = ["--values", str(path)]
+            extra += ["--values", str(path)]
         return self.helm("template", release, str(CHART), "--namespace", namespace, *extra).stdout
 
     def namespace(self, name: str, labels: dict[str, str] | None = None) -> None:
@@ -121,7 +127,8 @@ def test_every_rendered_object_passes_a_strict_server_side_dry_run(tools: Tools,
     tools.namespace(namespace, {"pod-security.kubernetes.io/warn": "restricted"})
     rendered = tools.render("render", namespace, values, tmp_path)
     kinds = sorted(doc["kind"] for doc in documents(rendered))
-    assert kinds == ["ClusterRole", "ClusterRoleBinding", "Deployment", "ServiceAccount"]
+    dashboards = ["ConfigMap"] * len(list(DASHBOARDS.glob("*.json")))
+    assert kinds == ["ClusterRole", "ClusterRoleBinding", *dashboards, "Deployment", "ServiceAccount"]
     result = tools.dry_run(rendered, namespace)
     assert result.stdout.count("(server dry run)") == len(kinds)
     assert "PodSecurity" not in result.stderr, result.stderr
@@ -276,6 +283,35 @@ def test_the_operator_may_not_do_more(installed: Tools, verb: str, resource: str
     assert not can_i(installed, verb, resource)
 
 
+POD_MONITOR_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "podmonitors.monitoring.coreos.com"},
+    "spec": {
+        "group": "monitoring.coreos.com",
+        "scope": "Namespaced",
+        "names": {"kind": "PodMonitor", "plural": "podmonitors", "singular": "podmonitor"},
+        "versions": [
+            {
+                "name": "v1",
+                "served": True,
+                "storage": True,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+            }
+        ],
+    },
+}
+"""A stand-in for the Prometheus Operator's CRD (kubectl resolves a resource only when it is served)."""
+
+
+@pytest.mark.parametrize("verb", ["get", "list", "create", "patch", "delete"])
+def test_the_operator_may_manage_pod_monitors(installed: Tools, verb: str):
+    installed.kubectl("apply", "--server-side", "--field-manager=packaging-test", "-f", "-",
+                      stdin=json.dumps(POD_MONITOR_CRD))  # fmt: skip
+    installed.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/podmonitors.monitoring.coreos.com")
+    assert can_i(installed, verb, "podmonitors.monitoring.coreos.com")
+
+
 def test_the_plain_rbac_manifests_are_generated_from_the_chart(tools: Tools):
     result = tools.run("bash", str(REPO / "hack" / "gen-rbac"), "--check", check=False)
     assert result.returncode == 0, result.stderr
@@ -296,9 +332,41 @@ def test_the_operator_deployment_is_locked_down_and_probed(tools: Tools):
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     assert {"name": "health", "containerPort": 8080, "protocol": "TCP"} in container["ports"]
+    assert {"name": "metrics", "containerPort": 9102, "protocol": "TCP"} in container["ports"]
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/port"] == "9102"
     assert "args" not in container, "python -m exchange_operator takes its settings from the environment"
     env = {item["name"]: item.get("value") for item in container["env"]}
     assert env["EXCHANGE_OPERATOR_NAMESPACES"] == ""
     assert env["EXCHANGE_OPERATOR_STANDALONE"] == "true"
     assert env["EXCHANGE_OPERATOR_LIVENESS"] == "http://0.0.0.0:8080/healthz"
+    assert env["EXCHANGE_OPERATOR_METRICS_PORT"] == "9102"
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_the_dashboards_are_configmaps_grafana_loads(tools: Tools):
+    maps = [doc for doc in documents(tools.render("r", "ns")) if doc["kind"] == "ConfigMap"]
+    assert {name for m in maps for name in m["data"]} == {p.name for p in DASHBOARDS.glob("*.json")}
+    for config_map in maps:
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        ((name, text),) = config_map["data"].items()
+        assert json.loads(text) == json.loads((DASHBOARDS / name).read_text())
+
+
+def test_the_rules_and_the_operator_pod_monitor_come_only_with_the_prometheus_operator(tools: Tools):
+    assert not {"PrometheusRule", "PodMonitor"} & {doc["kind"] for doc in documents(tools.render("r", "ns"))}
+    rendered = documents(tools.render("r", "ns", None, None, *PROMETHEUS_OPERATOR))
+    (rule,) = [doc for doc in rendered if doc["kind"] == "PrometheusRule"]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["spec"] == yaml.safe_load(RULES.read_text())
+    (monitor,) = [doc for doc in rendered if doc["kind"] == "PodMonitor"]
+    assert monitor["spec"]["podMetricsEndpoints"][0]["port"] == "metrics"
+    deployment = next(doc for doc in rendered if doc["kind"] == "Deployment")
+    assert (
+        monitor["spec"]["selector"]["matchLabels"].items()
+        <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    )
+    off = {"monitoring": {"prometheusRule": {"enabled": False}, "podMonitor": {"enabled": False}}}
+    kinds = {doc["kind"] for doc in documents(tools.render("r", "ns", off, Path(tools.env["HELM_CACHE_HOME"]).parent,
+                                                            *PROMETHEUS_OPERATOR))}  # fmt: skip
+    assert not {"PrometheusRule", "PodMonitor"} & kinds
