@@ -1,4 +1,5 @@
-"""`make dev` / `make down`: the engines and every service that exists, as local processes.
+"""`make dev` / `make down`: the engines and every service that exists, as local processes, and a
+Prometheus on 127.0.0.1:9090 that scrapes every service (file-based targets) with the chart's rules.
 
 State, logs and pid files live in `.dev/` of the repo. `up` is safe to run twice: a running
 engine or service is reused (its connection details are kept in `.dev/<name>/env.json`).
@@ -28,6 +29,10 @@ from exchange_devtools.engines.base import REPO_ROOT, EngineError, EngineProcess
 
 STATE = Path(os.environ.get("EXCHANGE_DEV_DIR", REPO_ROOT / ".dev"))
 RAW_BUCKET = "exchange-raw"
+PROMETHEUS_PORT = 9090
+METRICS_PORTS = {"relay": 9103, "normalizer": 9102}
+"""Workers serve /metrics (and their probes) on a port of their own; the HTTP services, with
+ENV=local, on their API port."""
 
 # name → (module that must exist, argv after `exchange`, HTTP port or None for workers)
 SERVICES: dict[str, tuple[str, list[str], int | None]] = {
@@ -69,7 +74,9 @@ def _start_engines() -> dict[str, str]:
     from exchange_devtools.engines.jaeger import JaegerServer
     from exchange_devtools.engines.kafka import kafka_server
     from exchange_devtools.engines.postgres import postgres_server
+    from exchange_devtools.engines.prometheus import prometheus_server
     from exchange_devtools.engines.s3 import s3_server
+    from exchange_devtools.monitoring import RULES_FILE
 
     env: dict[str, str] = {}
     env |= _engine("postgres", lambda d: postgres_server(d, detach=True))
@@ -79,7 +86,23 @@ def _start_engines() -> dict[str, str]:
     # every service's exporter at it (tracing on, every trace kept) and exports JAEGER_URL.
     env |= _engine("jaeger", lambda d: JaegerServer(d, otlp_port=4318, query_port=16686, query_grpc_port=16685,
                                                     health_port=13133, detach=True))  # fmt: skip
+    env |= _engine("prometheus", lambda d: _prometheus(d, prometheus_server, RULES_FILE))
     return env
+
+
+def _prometheus(workdir: Path, build: Callable[..., Any], rules: Path) -> Any:
+    if port_open(PROMETHEUS_PORT):
+        raise EngineError(f"prometheus: port {PROMETHEUS_PORT} is already in use by another process; free it and rerun")
+    return build(workdir, port=PROMETHEUS_PORT, rule_files=[rules], detach=True)
+
+
+def _scrape_targets(started: list[str]) -> None:
+    """Point Prometheus at every service that runs (file-based discovery: no restart)."""
+    from exchange_devtools.engines.prometheus import write_targets
+
+    for name, (_, _, port) in SERVICES.items():
+        address = f"127.0.0.1:{port or METRICS_PORTS[name]}"
+        write_targets(STATE / "prometheus", name, [address] if name in started else [], {"pipeline": "dev"})
 
 
 def _database_roles(env: dict[str, str]) -> dict[str, str]:
@@ -178,17 +201,23 @@ def up(argv: list[str]) -> int:
         # `exchange migrate` owns the schema; the services' roles may not create it (as the operator sets).
         "INGEST_MIGRATE_ON_START": "false",
         "NORMALIZER_MIGRATE_ON_START": "false",
+        "RELAY_METRICS_PORT": str(METRICS_PORTS["relay"]),
+        "NORMALIZER_METRICS_PORT": str(METRICS_PORTS["normalizer"]),
     }
     env_file = _write_env(env)
     child_env = {**os.environ, **env}
     run([_exchange_bin(), "bootstrap"], what="exchange bootstrap", env=child_env)
     run([_exchange_bin(), "migrate"], what="exchange migrate", env=child_env)
     print("services:")
+    started = []
     for name, (module, args, port) in SERVICES.items():
         if not _exists(module):
             print(f"  {name:<10} not built yet (no {module})")
             continue
         print(_start_service(name, args, port, service_env(name, env, role_dsns)))
+        started.append(name)
+    _scrape_targets(started)
+    print(f"metrics:     {env['PROMETHEUS_URL']} scrapes {', '.join(started)}")
     shown = env_file.relative_to(REPO_ROOT) if env_file.is_relative_to(REPO_ROOT) else env_file
     print(f"\nenvironment: source {shown}")
     print("stop with:   make down")
