@@ -33,6 +33,8 @@ PROMETHEUS_PORT = 9090
 METRICS_PORTS = {"relay": 9103, "normalizer": 9102}
 """Workers serve /metrics (and their probes) on a port of their own; the HTTP services, with
 ENV=local, on their API port."""
+KAFKA_METRICS_PORT = 9308
+"""The broker's JMX exporter agent."""
 
 # name → (module that must exist, argv after `exchange`, HTTP port or None for workers)
 SERVICES: dict[str, tuple[str, list[str], int | None]] = {
@@ -80,7 +82,7 @@ def _start_engines() -> dict[str, str]:
 
     env: dict[str, str] = {}
     env |= _engine("postgres", lambda d: postgres_server(d, detach=True))
-    env |= _engine("kafka", lambda d: kafka_server(d, detach=True, partitions=3))
+    env |= _engine("kafka", lambda d: kafka_server(d, detach=True, partitions=3, metrics_port=KAFKA_METRICS_PORT))
     env |= _engine("s3", lambda d: s3_server(d, detach=True, long_running=True))
     # Jaeger's usual ports: the UI and query API on :16686, OTLP/HTTP in on :4318. Its env points
     # every service's exporter at it (tracing on, every trace kept) and exports JAEGER_URL.
@@ -103,6 +105,7 @@ def _scrape_targets(started: list[str]) -> None:
     for name, (_, _, port) in SERVICES.items():
         address = f"127.0.0.1:{port or METRICS_PORTS[name]}"
         write_targets(STATE / "prometheus", name, [address] if name in started else [], {"pipeline": "dev"})
+    write_targets(STATE / "prometheus", "kafka", [f"127.0.0.1:{KAFKA_METRICS_PORT}"], {"pipeline": "dev"})
 
 
 def _database_roles(env: dict[str, str]) -> dict[str, str]:

@@ -4,7 +4,8 @@ The jars come from Maven Central (`hack/install/kafka.sh` copies them to
 `$EXCHANGE_CACHE/kafka-<version>/libs`); the broker runs as `java -cp 'libs/*' kafka.Kafka
 server.properties` after `kafka.tools.StorageTool format` has formatted its log dir once.
 Readiness is a real Kafka protocol answer: a Metadata request that lists this broker.
-Restarting keeps the ports, the cluster id and the data (topics, committed offsets).
+Restarting keeps the ports, the cluster id and the data (topics, committed offsets). With
+`metrics_port` the Prometheus JMX exporter agent serves the broker's metrics there (`make dev`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 
 from exchange_devtools.engines.base import (
     CACHE_DIR,
+    REPO_ROOT,
     EngineError,
     EngineProcess,
     free_port,
@@ -28,8 +30,11 @@ from exchange_devtools.engines.base import (
 )
 
 KAFKA_VERSION = "4.1.1"  # keep equal to hack/install/kafka.sh and hack/engines/kafka/pom.xml
+JMX_EXPORTER_VERSION = "1.0.1"  # keep equal to hack/install/kafka.sh
 INSTALLER = "kafka.sh"
 KAFKA_HOME = CACHE_DIR / f"kafka-{KAFKA_VERSION}"
+JMX_EXPORTER_HOME = CACHE_DIR / f"jmx-exporter-{JMX_EXPORTER_VERSION}"
+JMX_EXPORTER_CONFIG = REPO_ROOT / "hack" / "engines" / "kafka" / "jmx-exporter.yaml"
 NODE_ID = 1
 JVM_OPTS = (
     "-Xms64m",
@@ -131,6 +136,8 @@ class KafkaServer:
     workdir: Path
     cluster_id: str
     host: str = "127.0.0.1"
+    metrics_port: int | None = None
+    """Where the JMX exporter agent serves `/metrics`; None: no agent."""
 
     @property
     def bootstrap_servers(self) -> str:
@@ -199,6 +206,7 @@ def kafka_server(
     extra_properties: dict[str, str] | None = None,
     timeout: float = 120.0,
     detach: bool = False,
+    metrics_port: int | None = None,
 ) -> KafkaServer:
     """Write server.properties, format the log dir the first time; the server is not started.
 
@@ -289,17 +297,24 @@ def kafka_server(
         meta = kafka_metadata("127.0.0.1", port, timeout=1.0)
         return any(node_id == NODE_ID for node_id, _, _ in meta.brokers)
 
+    agent: list[str] = []
+    if metrics_port:
+        jar = JMX_EXPORTER_HOME / f"jmx_prometheus_javaagent-{JMX_EXPORTER_VERSION}.jar"
+        if not jar.exists():
+            raise EngineError(f"{jar} is missing; run `bash hack/install/{INSTALLER}` (or `make engines`)")
+        agent = [f"-javaagent:{jar}=127.0.0.1:{metrics_port}:{JMX_EXPORTER_CONFIG}"]
     engine = EngineProcess(
         name=name,
-        argv=[*jvm, "kafka.Kafka", str(config)],
+        argv=[*jvm[:1], *agent, *jvm[1:], "kafka.Kafka", str(config)],
         workdir=workdir,
         ready=ready,
         timeout=timeout,
         detach=detach,
     )
     return KafkaServer(
-        engine=engine, port=port, controller_port=controller_port, workdir=workdir, cluster_id=cluster_id
-    )
+        engine=engine, port=port, controller_port=controller_port, workdir=workdir, cluster_id=cluster_id,
+        metrics_port=metrics_port,
+    )  # fmt: skip
 
 
 def start_kafka(workdir: Path, **kwargs: Any) -> KafkaServer:

@@ -1,5 +1,6 @@
 """The platform as `make dev` runs it, scraped by a real Prometheus evaluating the shipped rules at
-a fast clock: Postgres and S3 of the session, a Kafka of this module's own (tests stop it), and
+a fast clock: Postgres and S3 of the session, a Kafka of this module's own (tests stop it; its JMX
+exporter agent is scraped too), and
 tokenizer, ingest, relay and normalizer as `exchange serve` processes (ENV=local)."""
 
 from __future__ import annotations
@@ -96,9 +97,10 @@ def platform(
     postgres: Any, s3: Any, prometheus: PrometheusServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Platform]:
     workdir = tmp_path_factory.mktemp("observability")
-    kafka = kafka_server(workdir / "kafka", name="obs-kafka", partitions=3)
+    kafka = kafka_server(workdir / "kafka", name="obs-kafka", partitions=3, metrics_port=free_port())
     track(kafka.engine)
     kafka.start()
+    prometheus.targets("kafka", [f"127.0.0.1:{kafka.metrics_port}"], {"pipeline": PIPELINE})
     suffix = uuid.uuid4().hex[:8]
     asyncio.run(_create_database(postgres.dsn, f"obs_{suffix}"))
     secret = workdir / "tokenization.secret"
@@ -152,4 +154,5 @@ def platform(
         for name, service in services.items():
             prometheus.targets(name, [])
             service.stop()
+        prometheus.targets("kafka", [])
         kafka.stop()

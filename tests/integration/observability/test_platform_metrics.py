@@ -79,6 +79,16 @@ def test_an_ingested_record_is_counted_along_the_whole_path(platform: Platform) 
     assert not any(r.startswith("/v1/ingest/") and r != "/v1/ingest/bulk" for r in routes), "ids in a route label"
 
 
+def test_kafka_is_scraped_through_its_jmx_exporter_agent(platform: Platform) -> None:
+    platform.ingest(2)
+    messages_in = (
+        f'sum(kafka_server_brokertopicmetrics_messagesin_total{{pipeline="{PIPELINE}", topic="record.ingested.v1"}})'
+    )
+    platform.prometheus.wait_for("the broker's messages-in counter", lambda: (platform.value(messages_in) or 0) >= 2,
+                                 timeout=60)  # fmt: skip
+    assert platform.value(f'up{{service="kafka", pipeline="{PIPELINE}"}}') == 1
+
+
 def test_every_dashboard_panel_query_parses_and_returns_series(platform: Platform) -> None:
     from exchange_operator import metrics as operator_metrics
 
