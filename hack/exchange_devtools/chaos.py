@@ -353,7 +353,9 @@ def _account(row: Row, deliveries: list[Delivery], effect: float | None, injecte
         example = ",".join(refused[0].outcomes[-8:])
         row.problems.append(f"{len(refused)} records never accepted (one's last answers: {example})")
     if odd := sum(1 for d in deliveries for s in d.outcomes if s == "409-without-retry-after"):
-        row.problems.append(f"{odd} answers 409 without Retry-After (the contract's 409 carries one)")
+        row.problems.append(f"{odd} answers 409 without Retry-After (the contract's in-flight 409 carries one)")
+    if reused := sum(1 for d in deliveries for s in d.outcomes if s == "409-key-reused"):
+        row.problems.append(f"{reused} answers 409 idempotency-key-reused (a retry's body changed)")
     # The services' own 5xx must say "retry" (502/503/504); the ingress's (`-ingress`: the backend
     # gone or unreachable) are retried like any gateway error.
     own = {s for d in deliveries for s in d.outcomes if s.startswith("5") and s.isdigit()}

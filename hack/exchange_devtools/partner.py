@@ -5,10 +5,11 @@
   Each body is sent once per run: a resource used again gets a suffixed id, so no body is sent
   under two keys (content addressing would make the second land on the first's canonical row).
 - `Partner.deliver`: POST with the record's own Idempotency-Key; every 5xx, connection error and
-  timeout is retried with the SAME key after a backoff (exponential, full jitter), a 409 (the
-  key's first request still running) after its Retry-After; a 202 ends it, another 4xx ends it
-  refused. Every answer is kept (`Delivery.outcomes`, see `outcome`; a 409 without Retry-After,
-  which the contract does not describe, is retried too).
+  timeout is retried with the SAME key after a backoff (exponential, full jitter), a 409
+  `idempotency-key-in-flight` (the key's first request still running) after its Retry-After; a
+  202 ends it, another 4xx (a 409 `idempotency-key-reused` too) ends it refused. Every answer is
+  kept (`Delivery.outcomes`, see `outcome`; a 409 with neither, which the contract does not
+  describe, is retried).
 - `Partner.watch` / `settle`: which accepted records GraphQL (through the same ingress) already
   serves, and since when (`normalizedAt`).
 """
@@ -100,15 +101,29 @@ class Records:
         return delivery
 
 
-def outcome(status: int, retry_after: str | None, content_type: str) -> str:
+def outcome(status: int, retry_after: str | None, content_type: str, code: str | None = None) -> str:
     """How an answer is kept: its status; `-ingress` for a 5xx the ingress controller gave itself
     (not problem+json: the backend refused the connection, or died mid-request, which Skipper
-    answers 500); `409-without-retry-after` for a 409 the contract does not describe."""
+    answers 500); `409-key-reused` for the refusal of a key bound to another body (every body
+    has its own key here, so it means a bug); `409-without-retry-after` for a 409 the contract
+    does not describe (in flight without Retry-After)."""
     if status >= 500 and not content_type.startswith("application/problem+json"):
         return f"{status}-ingress"
+    if status == 409 and code == "idempotency-key-reused":
+        return "409-key-reused"
     if status == 409 and not retry_after:
         return "409-without-retry-after"
     return str(status)
+
+
+def _problem_code(resp: httpx.Response) -> str | None:
+    """The problem+json `code` of a 409 (reused or in flight), else None."""
+    if resp.status_code != 409 or not resp.headers.get("Content-Type", "").startswith("application/problem+json"):
+        return None
+    with contextlib.suppress(ValueError):
+        code = resp.json().get("code")
+        return code if isinstance(code, str) else None
+    return None
 
 
 class Partner:
@@ -150,14 +165,15 @@ class Partner:
                 d.outcomes.append("transport")
             else:
                 status, retry_after = resp.status_code, resp.headers.get("Retry-After")
-                d.outcomes.append(outcome(status, retry_after, resp.headers.get("Content-Type", "")))
+                kept = outcome(status, retry_after, resp.headers.get("Content-Type", ""), _problem_code(resp))
+                d.outcomes.append(kept)
                 if status == 202:
                     d.record_id, d.accepted_at = str(resp.json()["record_id"]), time.time()
                     break
                 if status in (409, 429) and retry_after:
                     wait = float(retry_after)  # the key's first request is still running, or slow down
-                elif status < 500 and status != 409:
-                    break  # refused for good
+                elif (status < 500 and status != 409) or kept == "409-key-reused":
+                    break  # refused for good: another key would be needed
             await asyncio.sleep(wait)
             backoff *= 2
         d.done = True

@@ -60,7 +60,9 @@ def _post(client: httpx.Client, url: str, body: bytes, headers: dict[str, str], 
     for attempt in range(attempts):
         try:
             resp = client.post(url, content=body, headers=headers)
-            if resp.status_code not in RETRYABLE or attempt == attempts - 1:
+            # A 409 without Retry-After is `idempotency-key-reused`: retrying the same key cannot help.
+            reused = resp.status_code == 409 and "retry-after" not in resp.headers
+            if resp.status_code not in RETRYABLE or reused or attempt == attempts - 1:
                 return resp
             delay = float(resp.headers.get("retry-after", delay))
         except httpx.TransportError:

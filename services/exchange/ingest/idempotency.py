@@ -3,7 +3,8 @@
 A request claims `(tenant, key)` with an in-flight row before doing any work (the claims of
 concurrent requests share one statement: see `_CLAIM` and exchange.core.batching). The same key with
 the same fingerprint later replays the stored response; with another fingerprint it is refused
-(422); while the first request still runs it is refused with 409 + Retry-After. A claim whose
+with 409 `idempotency-key-reused` (use another key); while the first request still runs, with 409
+`idempotency-key-in-flight` + Retry-After (retry the same key): see ADR 0011. A claim whose
 request crashed is taken over after `lock_seconds`; an expired key (after `ttl_seconds`) starts
 afresh. The success path completes the claim inside the record transaction (see store.py);
 stored errors complete it here; a 5xx releases it (the row is deleted, nothing remains). Expired
@@ -24,7 +25,7 @@ import asyncpg
 
 from exchange.core.batching import Coalescer
 from exchange.core.db import DB_ERRORS, delete_in_batches
-from exchange.core.errors import BadRequest, Conflict, Unprocessable
+from exchange.core.errors import BadRequest, Conflict
 from exchange.core.logging import get_logger
 
 log = get_logger(__name__)
@@ -82,8 +83,9 @@ class StoredResponse:
     media_type: str
 
 
-class KeyReused(Unprocessable):
-    """422: the key was already used for a different request."""
+class KeyReused(Conflict):
+    """409 `idempotency-key-reused`: the key was already used for a different request. No
+    Retry-After: retrying cannot succeed, the client needs another key (ADR 0011)."""
 
     def __init__(self) -> None:
         super().__init__(
@@ -91,9 +93,23 @@ class KeyReused(Unprocessable):
         )
 
 
+class KeyInFlight(Conflict):
+    """409 `idempotency-key-in-flight` + Retry-After: the key's first request is still running;
+    the same request with the same key may succeed (or be replayed) later."""
+
+    def __init__(
+        self, retry_after: int, detail: str = f"a request with this {HEADER} is still being processed"
+    ) -> None:
+        super().__init__(
+            detail,
+            headers={"Retry-After": str(retry_after)},
+            extra={"code": "idempotency-key-in-flight"},
+        )
+
+
 # One statement claims the keys of many requests (group commit, see exchange.core.batching): rows
 # come sorted by (tenant, key), so concurrent batches lock rows in one order. For a key this
-# batch did not win, the row as it stood when the statement began tells replay, 422 or 409; a row
+# batch did not win, the row as it stood when the statement began tells replay, reused or in flight; a row
 # committed by another batch since then is invisible to it (NULL), and that request tries again.
 _CLAIM = """
 WITH input AS (
@@ -168,17 +184,14 @@ class IdempotencyStore:
             self._claim_batch, max_weight=max_batch, max_concurrent=max_concurrent, key=lambda a: (a.tenant, a.key)
         )
 
-    def _in_flight(self) -> Conflict:
-        return Conflict(
-            f"a request with this {HEADER} is still being processed",
-            headers={"Retry-After": str(self.retry_after)},
-        )
+    def _in_flight(self) -> KeyInFlight:
+        return KeyInFlight(self.retry_after)
 
     async def claim(self, tenant: str, key: str, fp: bytes) -> Claim | StoredResponse:
-        """Own the key, or get the stored response to replay; raises KeyReused or Conflict."""
+        """Own the key, or get the stored response to replay; raises KeyReused or KeyInFlight."""
         ask = _Ask(tenant, key, fp, uuid.uuid4())
         for _ in range(3):  # a concurrent release can delete the row between claim and read
-            answer = await self.claims.submit(ask)  # raises KeyReused or Conflict
+            answer = await self.claims.submit(ask)  # raises KeyReused or KeyInFlight
             if answer is not None:
                 return answer
         raise self._in_flight()

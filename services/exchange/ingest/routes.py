@@ -2,7 +2,7 @@
 
 Order of checks: auth (401/403) → Idempotency-Key (400) → media type and content coding (415) →
 size as sent, then decoded (413; a gzip body that is not whole gzip is 400) → claim the key
-(replay / 409 / 422) → parse + validate (400/422, stored for replay) → S3 PUT (503 releases the
+(replay, or 409 reused / in flight) → parse + validate (400/422, stored for replay) → S3 PUT (503 releases the
 key) → one Postgres transaction → 202 (stored for replay).
 
 A `Content-Encoding: gzip` body is inflated before anything else looks at it: the key's

@@ -5,7 +5,7 @@ inserts one outbox row per record (the event to publish) and one append-only aud
 record. Concurrent requests share that statement (group commit), so they commit or fail
 together; each still gets its own outcome. If S3 fails nothing is written to Postgres; if the
 claim was lost meanwhile (taken over after its lock expired) nothing is inserted for that
-request and it answers 409.
+request and it answers 409 `idempotency-key-in-flight`.
 """
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from opentelemetry.trace import SpanContext, SpanKind
 
 from exchange.core import tracing
 from exchange.core.batching import Coalescer
-from exchange.core.errors import Conflict, ServiceUnavailable
+from exchange.core.errors import ServiceUnavailable
 from exchange.core.logging import get_logger
 from exchange.core.storage import content_key
-from exchange.ingest.idempotency import Claim
+from exchange.ingest.idempotency import Claim, KeyInFlight
 from exchange.ingest.s3put import S3PutError, S3Putter
 
 log = get_logger(__name__)
@@ -247,12 +247,13 @@ class RecordStore:
         traceparent: str,
         trace: SpanContext | None = None,
     ) -> None:
-        """The one transaction: complete the claim, outbox rows, audit rows. Conflict if the
-        claim was lost. `trace`: the span the request's share of the group commit belongs to."""
+        """The one transaction: complete the claim, outbox rows, audit rows. KeyInFlight if the
+        claim was lost (another request took the key over and now runs with it).
+        `trace`: the span the request's share of the group commit belongs to."""
         commit = Commit(claim, records, status, response, actor, correlation_id, traceparent, trace)
         done = await self.commits.submit(commit)
         if not done:
-            raise Conflict("the idempotency claim of this request expired; retry with the same key")
+            raise KeyInFlight(1, "the idempotency claim of this request expired; retry with the same key")
 
     async def _commit_batch(self, commits: list[Commit]) -> list[bool | BaseException]:
         order = sorted(range(len(commits)), key=lambda i: (commits[i].claim.tenant, commits[i].claim.key))

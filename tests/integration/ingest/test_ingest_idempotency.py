@@ -1,5 +1,6 @@
-"""Idempotency-Key: required, tenant-scoped, replay (errors too), 422 on another body, 409 in
-flight, expiry, and 100 concurrent requests with one key making exactly one record."""
+"""Idempotency-Key: required, tenant-scoped, replay (errors too), 409 `idempotency-key-reused` on
+another body, 409 `idempotency-key-in-flight` with Retry-After in flight (ADR 0011), expiry, and
+100 concurrent requests with one key making exactly one record."""
 
 from __future__ import annotations
 
@@ -72,20 +73,34 @@ async def test_a_stored_error_is_replayed_too(client, auth):
     assert a.status_code == b.status_code == 400 and b.headers["idempotent-replayed"] == "true"
 
 
-async def test_the_same_key_with_a_different_body_is_422(client, auth, samples):
+async def test_the_same_key_with_a_different_body_is_409_reused_without_retry_after(client, auth, samples):
     headers = auth()
     assert (
         await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=headers)
     ).status_code == 202
     resp = await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=headers)
-    assert resp.status_code == 422
+    assert resp.status_code == 409
+    assert resp.headers["content-type"] == "application/problem+json"
     assert resp.json()["code"] == "idempotency-key-reused"
+    assert "retry-after" not in resp.headers  # retrying cannot help: the client needs a new key
+    assert "idempotent-replayed" not in resp.headers
     bulk = await client.post(
         "/v1/ingest/bulk",
         content=orjson.dumps(samples.native_v1()),
         headers=auth("application/x-ndjson", key=headers["Idempotency-Key"]),
     )
-    assert bulk.status_code == 422  # another endpoint is another request
+    assert bulk.status_code == 409  # another endpoint is another request
+    assert bulk.json()["code"] == "idempotency-key-reused" and "retry-after" not in bulk.headers
+
+
+async def test_a_key_whose_first_request_was_refused_as_invalid_is_reused_by_a_valid_body(client, auth, samples):
+    # The stored 422 belongs to the first body; a corrected body under the same key is another
+    # request: 409 reused, never the first body's 422 replayed.
+    headers = auth()
+    bad = await client.post("/v1/ingest", content=b'{"schema_version": "v1"}', headers=headers)
+    assert bad.status_code == 422 and "code" not in bad.json()
+    good = await client.post("/v1/ingest", content=orjson.dumps(samples.native_v1()), headers=headers)
+    assert good.status_code == 409 and good.json()["code"] == "idempotency-key-reused"
 
 
 async def test_the_same_key_while_the_first_is_in_flight_is_409_with_retry_after(client, auth, samples, db):
@@ -97,6 +112,7 @@ async def test_the_same_key_while_the_first_is_in_flight_is_409_with_retry_after
     assert resp.status_code == 409
     assert resp.headers["retry-after"].isdigit()
     assert resp.headers["content-type"] == "application/problem+json"
+    assert resp.json()["code"] == "idempotency-key-in-flight"
     await store.release(claim)
     assert (await client.post("/v1/ingest", content=body, headers=headers)).status_code == 202
 
@@ -151,7 +167,8 @@ async def test_100_concurrent_requests_with_one_key_make_exactly_one_record(clie
         record_ids.pop(),
     )
     assert rows == 1
-    assert all(r.headers.get("retry-after") for r in responses if r.status_code == 409)
+    in_flight = [r for r in responses if r.status_code == 409]
+    assert all(r.headers.get("retry-after") and r.json()["code"] == "idempotency-key-in-flight" for r in in_flight)
 
 
 async def _key_state(db, key):
@@ -233,7 +250,7 @@ async def test_concurrent_requests_share_claim_and_commit_statements_with_per_re
     assert [r.status_code for r in responses[:58]] == [202] * 58
     assert responses[58].status_code == 202 and responses[58].headers["idempotent-replayed"] == "true"
     assert responses[58].json()["record_id"] == first.json()["record_id"]
-    assert responses[59].status_code == 422
+    assert responses[59].status_code == 409 and responses[59].json()["code"] == "idempotency-key-reused"
     assert ctx.keys.claims.batches - claims_before < 60
     assert ctx.store.commits.batches - commits_before < 58
     ids = [r.json()["record_id"] for r in responses[:58]]
