@@ -417,7 +417,9 @@ async def produce(
         partition = partition_for(key, ids)
         value = encode(row["payload"])
         parent = row["traceparent"]
-        if traced:
+        if traced and not tracing.unsampled(
+            tracing.span_context(parent)
+        ):  # unsampled: no span, the row's context goes on
             spans.append(_send_span(topic, partition, row))
             parent = tracing.traceparent_of(spans[-1]) or parent
         headers = [

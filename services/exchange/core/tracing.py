@@ -25,6 +25,7 @@ attributes masked, SSN- or date-shaped text replaced, long values cut), as the l
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -32,11 +33,12 @@ from typing import Any
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanContext, SpanKind, StatusCode, TraceFlags
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACER_NAME = "exchange"
-_W3C = TraceContextTextMapPropagator()
-_state: dict[str, Any] = {"configured": False, "enabled": False, "provider": None}
+# Version 00's `traceparent` (the W3C propagator's pattern), parsed without its context objects.
+_TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+# follows_parent: the sampler keeps a child only when its parent is sampled (the parent-based ones).
+_state: dict[str, Any] = {"configured": False, "enabled": False, "provider": None, "follows_parent": True}
 
 
 def enabled() -> bool:
@@ -69,6 +71,7 @@ def configure_tracing(service: str, *, exporter: Any = None, instrument: bool = 
     from opentelemetry.sdk.resources import OTELResourceDetector, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.sdk.trace.sampling import ParentBased
 
     from exchange.core.tracing_sdk import RedactingProcessor, WorkOnly
 
@@ -86,6 +89,7 @@ def configure_tracing(service: str, *, exporter: Any = None, instrument: bool = 
     provider.add_span_processor(RedactingProcessor(BatchSpanProcessor(exporter)))
     trace.set_tracer_provider(provider)
     _state["enabled"], _state["provider"] = True, provider
+    _state["follows_parent"] = isinstance(from_env, ParentBased)
     if instrument:
         _instrument_libraries()
     return True
@@ -93,25 +97,33 @@ def configure_tracing(service: str, *, exporter: Any = None, instrument: bool = 
 
 def _instrument_libraries() -> None:
     from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
-    from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
     from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 
-    AsyncPGInstrumentor().instrument()  # type: ignore[no-untyped-call]  # statements as SQL text with placeholders: no values
+    from exchange.core.tracing_sdk import asyncpg_instrumentor
+
+    asyncpg_instrumentor().instrument()  # statements as SQL text with placeholders: no values
     HTTPXClientInstrumentor().instrument()  # the tokenizer call carries `traceparent`
     AioHttpClientInstrumentor().instrument()  # the raw zone's PUTs and GETs
 
 
-def server_spans(app: Any) -> Any:
-    """`app` inside the ASGI instrumentation's server span (W3C `traceparent` in); probes and
-    /metrics are not traced. The app names the span once routing is done (`name_server_span`)."""
+def server_spans(app: Any, provider: Any = None) -> Any:
+    """`app` inside the ASGI instrumentation's server span (W3C `traceparent` in) when the request
+    is sampled, else under a non-recording span of its trace; probes and /metrics are not traced.
+    The app names the span once routing is done (`name_server_span`). `provider`: a test's."""
     from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 
-    return OpenTelemetryMiddleware(
+    from exchange.core.tracing_sdk import SampledServerSpans
+
+    provider = provider or _state["provider"]
+    excluded = ("/healthz", "/readyz", "/metrics")
+    traced = OpenTelemetryMiddleware(
         app,
-        excluded_urls="/healthz,/readyz,/metrics",
+        tracer_provider=provider,
+        excluded_urls=",".join(excluded),
         default_span_details=lambda scope: (scope.get("method", "HTTP"), {}),
         exclude_spans=["receive", "send"],
     )
+    return SampledServerSpans(app, traced, provider, frozenset(excluded))
 
 
 def name_server_span(method: str, route: str) -> None:
@@ -121,6 +133,11 @@ def name_server_span(method: str, route: str) -> None:
     if current.is_recording():
         current.update_name(f"{method} {route}")
         current.set_attribute("http.route", route)
+
+
+def current_span() -> Span:
+    """The current span (a non-recording one when unsampled, the invalid one when none)."""
+    return trace.get_current_span()
 
 
 def force_flush(timeout_millis: int = 5000) -> None:
@@ -143,10 +160,17 @@ def traceparent_of(span: Span | None = None) -> str | None:
 
 def span_context(traceparent: str | None) -> SpanContext | None:
     """The remote span context a `traceparent` names; None when it is absent or malformed."""
-    if not traceparent:
+    match = _TRACEPARENT.match(traceparent) if traceparent else None
+    if match is None:
         return None
-    ctx = trace.get_current_span(_W3C.extract({"traceparent": traceparent})).get_span_context()
+    ctx = SpanContext(int(match[1], 16), int(match[2], 16), is_remote=True, trace_flags=TraceFlags(int(match[3], 16)))
     return ctx if ctx.is_valid else None
+
+
+def unsampled(parent: SpanContext | None) -> bool:
+    """Whether a child of `parent` would not be recorded (a valid, unsampled context under a
+    parent-based sampler): unsampled work then creates no span at all."""
+    return parent is not None and parent.is_valid and not parent.trace_flags.sampled and bool(_state["follows_parent"])
 
 
 def parent_context(parent: SpanContext | None) -> otel_context.Context:
@@ -162,8 +186,9 @@ def span(
     name: str, attributes: Mapping[str, Any] | None = None, *, kind: SpanKind = SpanKind.INTERNAL
 ) -> Iterator[Span | None]:
     """A child of the current span while tracing is on, marked failed when the block raises
-    (`failures_marked`); None while tracing is off (nothing is created)."""
-    if not enabled():
+    (`failures_marked`); None while tracing is off or the current span is unsampled (nothing is
+    created)."""
+    if not enabled() or unsampled(trace.get_current_span().get_span_context()):
         yield None
         return
     with tracer().start_as_current_span(
@@ -184,7 +209,14 @@ def batch_span(
     """A span for work done at once for several records (`parents`: each one's span context).
 
     Serving one record it is that record's child; serving several it is a root linked to each of
-    them, since no single one is its parent. It becomes the current span either way."""
+    them, since no single one is its parent. It becomes the current span either way. When every
+    record is unsampled nothing is created: the first one's context is current in the block (its
+    statements are not traced, its calls carry the unsampled `traceparent`)."""
+    if parents and all(unsampled(p) for p in parents):
+        first = trace.NonRecordingSpan(parents[0])  # type: ignore[arg-type]  # not None: unsampled
+        with trace.use_span(first, end_on_exit=False):
+            yield first
+        return
     unique = list({p.span_id: p for p in parents if p is not None}.values())
     parent = unique[0] if len(unique) == 1 else None
     links = [] if parent is not None else [Link(p) for p in unique]
@@ -215,6 +247,7 @@ __all__ = [
     "TraceFlags",
     "batch_span",
     "configure_tracing",
+    "current_span",
     "enabled",
     "exporter_configured",
     "failures_marked",
@@ -226,4 +259,5 @@ __all__ = [
     "span_context",
     "traceparent_of",
     "tracer",
+    "unsampled",
 ]

@@ -247,6 +247,8 @@ async def _commit(ctx: IngestContext, claim: Claim, req: Intake, records: list[N
     # The outbox rows carry this span's context: the relay's publish of each is its child.
     ids = {"exchange.record_id": str(records[0].record_id)} if len(records) == 1 else {}  # "where is record X?"
     with tracing.span("outbox write", {"exchange.records": len(records), **ids}) as span:
+        # Unsampled (no span), the rows carry the request's unsampled context: nothing downstream records.
+        current = (span or tracing.current_span()) if tracing.enabled() else None
         await ctx.store.commit(
             claim,
             records,
@@ -254,8 +256,8 @@ async def _commit(ctx: IngestContext, claim: Claim, req: Intake, records: list[N
             response=response,
             actor=req.principal.subject,
             correlation_id=req.correlation_id,
-            traceparent=(tracing.traceparent_of(span) if span is not None else None) or req.traceparent,
-            trace=span.get_span_context() if span is not None else None,
+            traceparent=(tracing.traceparent_of(current) if current is not None else None) or req.traceparent,
+            trace=current.get_span_context() if current is not None else None,
         )
 
 

@@ -265,9 +265,14 @@ def _consume_spans(messages: list[Message]) -> Iterator[None]:
         yield
         return
     tracer = tracing.tracer()
-    spans = []
+    spans, contexts = [], []
     for m in messages:
-        parent = tracing.span_context(header_map(m.headers).get("traceparent"))
+        traceparent = header_map(m.headers).get("traceparent")
+        parent = tracing.span_context(traceparent)
+        if tracing.unsampled(parent):  # no span; the outgoing event continues the unsampled context
+            m.traceparent = traceparent
+            contexts.append(parent)
+            continue
         span = tracer.start_span(
             f"{m.topic} process", context=tracing.parent_context(parent), kind=SpanKind.CONSUMER,
             attributes={"messaging.system": "kafka", "messaging.operation.type": "process",
@@ -276,9 +281,10 @@ def _consume_spans(messages: list[Message]) -> Iterator[None]:
         )  # fmt: skip
         m.traceparent = tracing.traceparent_of(span)
         spans.append(span)
+        contexts.append(span.get_span_context())
     try:
         with tracing.failures_marked(*spans):
-            with tracing.batch_span("normalize batch", [s.get_span_context() for s in spans]):
+            with tracing.batch_span("normalize batch", contexts):
                 yield
     finally:
         for span in spans:

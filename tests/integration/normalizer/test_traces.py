@@ -5,6 +5,7 @@ service's spans are in it with the right parents and links, and that no span hol
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -154,3 +155,26 @@ async def test_a_record_is_one_trace_from_ingest_to_its_canonical_rows(stack: St
         assert canary not in exported, "PII in an exported span"
         assert canary not in stack.log_text(), "PII in a log"
     assert trace_id in stack.log_text()
+
+
+async def test_an_unsampled_record_leaves_no_span(stack: Stack, jaeger: JaegerServer, traced):
+    """A caller's unsampled `traceparent` travels with the record to the normalizer's outgoing
+    event, and no service records a span of that trace."""
+    unsampled = uuid.uuid4().hex
+    async with httpx.AsyncClient(base_url=traced, timeout=30) as client:
+        response = await client.post(
+            "/v1/ingest", content=orjson.dumps(CANARY),
+            headers={"Authorization": "Bearer dev", "Content-Type": "application/json",
+                     "Idempotency-Key": uuid.uuid4().hex, "traceparent": f"00-{unsampled}-{'5' * 16}-00"},
+        )  # fmt: skip
+    assert response.status_code == 202, response.text
+
+    async def normalized() -> bool:
+        rows = await stack.fetch(
+            "SELECT traceparent FROM normalizer.outbox WHERE traceparent LIKE $1", f"00-{unsampled}-%"
+        )
+        return bool(rows) and all(r["traceparent"].endswith("-00") for r in rows)
+
+    await wait_for(normalized, timeout=90, what="the record's outgoing event, in its unsampled trace")
+    await asyncio.sleep(1)  # spans leave within 200 ms (otel_env)
+    assert jaeger.trace(unsampled) is None

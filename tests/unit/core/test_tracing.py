@@ -3,31 +3,39 @@ redacting processor the services export through; the process's global provider i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased
+from opentelemetry.trace import NonRecordingSpan, SpanKind, StatusCode
 
 from exchange.core import tracing
 from exchange.core.logging import add_trace_ids
-from exchange.core.tracing_sdk import RedactingProcessor, WorkOnly
+from exchange.core.tracing_sdk import RedactingProcessor, WorkOnly, _recorded
 
 CANARIES = ("Zebulon", "Quuxcanary", "078-05-1120", "1961-07-04", "secret-query-value")
+UNSAMPLED = "00-" + "1" * 32 + "-" + "2" * 16 + "-00"
+SAMPLED = "00-" + "3" * 32 + "-" + "4" * 16 + "-01"
 
 
 @pytest.fixture
 def exported(monkeypatch: pytest.MonkeyPatch) -> InMemorySpanExporter:
-    """`tracing.tracer()` backed by a provider of this test alone, exporting to memory."""
+    """`tracing.tracer()` backed by a provider of this test alone (the default sampler: parent-based,
+    always on), exporting to memory."""
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(sampler=WorkOnly(ALWAYS_ON), shutdown_on_exit=False)
+    provider = TracerProvider(sampler=WorkOnly(ParentBased(ALWAYS_ON)), shutdown_on_exit=False)
     provider.add_span_processor(RedactingProcessor(SimpleSpanProcessor(exporter)))
     monkeypatch.setattr(tracing, "tracer", lambda: provider.get_tracer("test"))
     monkeypatch.setitem(tracing._state, "enabled", True)
+    monkeypatch.setitem(tracing._state, "provider", provider)
+    monkeypatch.setitem(tracing._state, "follows_parent", True)
     return exporter
 
 
@@ -135,3 +143,89 @@ def test_log_lines_carry_the_current_trace_and_span(exported: InMemorySpanExport
     ctx = span.get_span_context()
     assert line["trace_id"] == f"{ctx.trace_id:032x}" and line["span_id"] == f"{ctx.span_id:016x}"
     assert json.dumps(line)
+
+
+def test_unsampled_work_creates_no_span(exported: InMemorySpanExporter) -> None:
+    unsampled, sampled = tracing.span_context(UNSAMPLED), tracing.span_context(SAMPLED)
+    assert unsampled is not None and sampled is not None and tracing.unsampled(unsampled)
+    with trace.use_span(NonRecordingSpan(unsampled)):
+        with tracing.span("work") as span:
+            assert span is None
+        with tracing.batch_span("batch", [unsampled, unsampled]) as batch:
+            assert not batch.is_recording() and tracing.current_span().get_span_context() == unsampled
+    with tracing.batch_span("mixed", [unsampled, sampled]) as mixed:
+        assert mixed.is_recording()
+    with trace.use_span(NonRecordingSpan(sampled)), tracing.span("work") as child:
+        assert child is not None and child.is_recording()
+    assert [s.name for s in exported.get_finished_spans()] == ["mixed", "work"]
+
+
+def test_a_sampler_not_following_the_parent_records_its_children(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(tracing._state, "follows_parent", False)
+    assert not tracing.unsampled(tracing.span_context(UNSAMPLED))
+
+
+def _serve(exported: InMemorySpanExporter, path: str, headers: list[tuple[bytes, bytes]]) -> trace.Span:
+    """One request through `tracing.server_spans`; the span current in the app."""
+    seen: list[trace.Span] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(trace.get_current_span())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        pass
+
+    scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": headers, "scheme": "http", "server": ("127.0.0.1", 8080), "http_version": "1.1"}  # fmt: skip
+    asyncio.run(tracing.server_spans(app, tracing._state["provider"])(scope, receive, send))
+    return seen[0]
+
+
+def test_an_unsampled_request_runs_under_a_non_recording_span_of_its_trace(exported: InMemorySpanExporter) -> None:
+    current = _serve(exported, "/v1/ingest", [(b"traceparent", UNSAMPLED.encode())])
+    ctx, parent = current.get_span_context(), tracing.span_context(UNSAMPLED)
+    assert parent is not None and not current.is_recording() and not ctx.trace_flags.sampled
+    assert ctx.trace_id == parent.trace_id and ctx.span_id != parent.span_id
+    assert not exported.get_finished_spans()
+
+
+def test_a_sampled_request_has_its_server_span(exported: InMemorySpanExporter) -> None:
+    current = _serve(exported, "/v1/ingest", [(b"traceparent", SAMPLED.encode())])
+    parent = tracing.span_context(SAMPLED)
+    assert parent is not None and current.get_span_context().trace_flags.sampled
+    (server,) = exported.get_finished_spans()
+    assert server.kind is SpanKind.SERVER and server.context.span_id == current.get_span_context().span_id
+    assert server.parent is not None and server.parent.span_id == parent.span_id
+    _serve(exported, "/v1/ingest", [])  # no parent: a root, sampled
+    _serve(exported, "/healthz", [(b"traceparent", SAMPLED.encode())])  # not traced
+    assert len(exported.get_finished_spans()) == 2 and exported.get_finished_spans()[1].parent is None
+
+
+def test_statements_are_instrumented_only_inside_recorded_work(exported: InMemorySpanExporter) -> None:
+    instrumented: list[str] = []
+
+    async def run(self: Any, func: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        instrumented.append(args[0])
+        return await func(*args, **kwargs)
+
+    async def fetch(query: str) -> str:
+        return query
+
+    async def statements() -> list[str]:
+        wrapper = _recorded(run)
+        out = [await wrapper(None, fetch, None, ("outside",), {})]
+        unsampled = tracing.span_context(UNSAMPLED)
+        assert unsampled is not None
+        with trace.use_span(NonRecordingSpan(unsampled)):
+            out.append(await wrapper(None, fetch, None, ("unsampled",), {}))
+        with tracing.span("work"):
+            out.append(await wrapper(None, fetch, None, ("recorded",), {}))
+        return out
+
+    assert asyncio.run(statements()) == ["outside", "unsampled", "recorded"]
+    assert instrumented == ["recorded"]
