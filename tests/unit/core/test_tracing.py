@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -229,3 +230,14 @@ def test_statements_are_instrumented_only_inside_recorded_work(exported: InMemor
 
     assert asyncio.run(statements()) == ["outside", "unsampled", "recorded"]
     assert instrumented == ["recorded"]
+
+
+def test_a_relay_batch_of_unsampled_rows_has_no_span(exported: InMemorySpanExporter) -> None:
+    from exchange.core.outbox import _publish_span
+
+    with _publish_span("ingest.outbox", [{"traceparent": UNSAMPLED}] * 2, time.time_ns()):
+        assert not tracing.current_span().is_recording()
+    with _publish_span("ingest.outbox", [{"traceparent": UNSAMPLED}, {"traceparent": SAMPLED}], time.time_ns()):
+        assert tracing.current_span().is_recording()
+    (publish,) = exported.get_finished_spans()
+    assert publish.name == "outbox publish" and len(publish.links) == 2
