@@ -36,6 +36,15 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(count: int) -> tuple[int, ...]:
+    """`count` distinct TCP ports that are free right now."""
+    ports: list[int] = []
+    while len(ports) < count:
+        if (port := free_port()) not in ports:
+            ports.append(port)
+    return tuple(ports)
+
+
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
     """True when something accepts TCP connections on host:port."""
     with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=timeout):
@@ -154,6 +163,23 @@ class EngineProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return f"(no log at {self.log_path})"
+
+
+PORT_ATTEMPTS = 3
+
+
+def start_on_free_ports(engine: EngineProcess, prepare: Callable[[], None], *, fixed: bool) -> None:
+    """Start `engine` after `prepare()` (which picks fresh ports unless they are `fixed` and writes
+    its argv or config); a start lost to another process binding a port first is tried again with
+    new ports, up to PORT_ATTEMPTS times."""
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        prepare()
+        try:
+            engine.start()
+            return
+        except EngineError:
+            if fixed or attempt == PORT_ATTEMPTS or "address already in use" not in engine.tail_log():
+                raise
 
 
 def stop_pid(pid: int, timeout: float = 15.0, *, sig: int = signal.SIGTERM, group: bool = True) -> bool:

@@ -12,10 +12,15 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exchange_devtools.engines.base import BIN_DIR, EngineError, EngineProcess, free_port, require_binary
+from exchange_devtools.engines.base import (
+    BIN_DIR,
+    EngineProcess,
+    free_ports,
+    require_binary,
+    start_on_free_ports,
+)
 
 ETCD_BIN = BIN_DIR / "etcd"
-PORT_ATTEMPTS = 3
 """A free port can be taken between `free_port()` and the bind: retry with new ports."""
 
 
@@ -79,25 +84,14 @@ class EtcdServer:
     def start(self) -> EtcdServer:
         require_binary(ETCD_BIN, "etcd.sh")
         fixed = bool(self.client_port and self.peer_port)
-        for attempt in range(1, PORT_ATTEMPTS + 1):
+
+        def prepare() -> None:
             if not fixed:
-                self.client_port, self.peer_port = _two_free_ports()
+                self.client_port, self.peer_port = free_ports(2)
             self.engine.argv = self.argv()
-            try:
-                self.engine.start()
-                return self
-            except EngineError:
-                if fixed or attempt == PORT_ATTEMPTS or "address already in use" not in self.engine.tail_log():
-                    raise
-        raise EngineError(f"{self.name}: no free ports after {PORT_ATTEMPTS} attempts")  # pragma: no cover
+
+        start_on_free_ports(self.engine, prepare, fixed=fixed)
+        return self
 
     def stop(self) -> None:
         self.engine.stop()
-
-
-def _two_free_ports() -> tuple[int, int]:
-    first = free_port()
-    second = free_port()
-    while second == first:
-        second = free_port()
-    return first, second

@@ -16,10 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exchange_devtools.engines.base import BIN_DIR, EngineError, EngineProcess, free_port, require_binary
+from exchange_devtools.engines.base import (
+    BIN_DIR,
+    EngineProcess,
+    free_ports,
+    require_binary,
+    start_on_free_ports,
+)
 
 JAEGER_BIN = BIN_DIR / "jaeger"
-PORT_ATTEMPTS = 3
 """A free port can be taken between `free_port()` and the bind: retry with new ones."""
 MAX_TRACES = 100_000
 """Traces the in-memory store keeps (oldest dropped first)."""
@@ -151,9 +156,10 @@ class JaegerServer:
     def start(self) -> JaegerServer:
         require_binary(JAEGER_BIN, "jaeger.sh")
         fixed = bool(self.otlp_port and self.query_port and self.query_grpc_port and self.health_port)
-        for attempt in range(1, PORT_ATTEMPTS + 1):
+
+        def prepare() -> None:
             if not fixed:
-                self.otlp_port, self.query_port, self.query_grpc_port, self.health_port = _free_ports(4)
+                self.otlp_port, self.query_port, self.query_grpc_port, self.health_port = free_ports(4)
             self.workdir.mkdir(parents=True, exist_ok=True)
             self.config_path.write_text(
                 _CONFIG.format(
@@ -165,13 +171,9 @@ class JaegerServer:
                 )
             )
             self.engine.argv = [str(JAEGER_BIN), "--config", f"file:{self.config_path}"]
-            try:
-                self.engine.start()
-                return self
-            except EngineError:
-                if fixed or attempt == PORT_ATTEMPTS or "address already in use" not in self.engine.tail_log():
-                    raise
-        raise EngineError(f"{self.name}: no free ports after {PORT_ATTEMPTS} attempts")  # pragma: no cover
+
+        start_on_free_ports(self.engine, prepare, fixed=fixed)
+        return self
 
     def stop(self) -> None:
         self.engine.stop()
@@ -180,10 +182,3 @@ class JaegerServer:
 def jaeger_server(workdir: Path, *, name: str = "jaeger", detach: bool = False) -> JaegerServer:
     """A Jaeger on free ports with its config and log in `workdir`."""
     return JaegerServer(workdir, name=name, detach=detach)
-
-
-def _free_ports(count: int) -> tuple[int, ...]:
-    ports: set[int] = set()
-    while len(ports) < count:
-        ports.add(free_port())
-    return tuple(ports)

@@ -32,14 +32,19 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from exchange_devtools.engines.base import BIN_DIR, EngineError, EngineProcess, free_port, require_binary
+from exchange_devtools.engines.base import (
+    BIN_DIR,
+    EngineProcess,
+    free_port,
+    require_binary,
+    start_on_free_ports,
+)
 from exchange_devtools.engines.etcd import EtcdServer
 
 KUBE_APISERVER_BIN = BIN_DIR / "kube-apiserver"
 KUBECTL_BIN = BIN_DIR / "kubectl"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
-PORT_ATTEMPTS = 3
 CERT_DAYS = 365
 
 
@@ -408,17 +413,14 @@ class KubeApiServer:
     def start(self) -> KubeApiServer:
         require_binary(KUBE_APISERVER_BIN, "kube.sh")
         fixed = bool(self.port)
-        for attempt in range(1, PORT_ATTEMPTS + 1):
+
+        def prepare() -> None:
             if not fixed:
                 self.port = free_port()
             self.engine.argv = self.argv()
-            try:
-                self.engine.start()
-                return self
-            except EngineError:
-                if fixed or attempt == PORT_ATTEMPTS or "address already in use" not in self.engine.tail_log():
-                    raise
-        raise EngineError(f"{self.name}: no free port after {PORT_ATTEMPTS} attempts")  # pragma: no cover
+
+        start_on_free_ports(self.engine, prepare, fixed=fixed)
+        return self
 
     def stop(self) -> None:
         self.engine.stop()
