@@ -35,6 +35,8 @@ METRICS_PORTS = {"relay": 9103, "normalizer": 9102}
 ENV=local, on their API port."""
 KAFKA_METRICS_PORT = 9308
 """The broker's JMX exporter agent."""
+POSTGRES_EXPORTER_PORT = 9187
+"""postgres_exporter's usual port."""
 
 # name → (module that must exist, argv after `exchange`, HTTP port or None for workers)
 SERVICES: dict[str, tuple[str, list[str], int | None]] = {
@@ -76,12 +78,15 @@ def _start_engines() -> dict[str, str]:
     from exchange_devtools.engines.jaeger import JaegerServer
     from exchange_devtools.engines.kafka import kafka_server
     from exchange_devtools.engines.postgres import postgres_server
+    from exchange_devtools.engines.postgres_exporter import PostgresExporter
     from exchange_devtools.engines.prometheus import prometheus_server
     from exchange_devtools.engines.s3 import s3_server
     from exchange_devtools.monitoring import RULES_FILE
 
     env: dict[str, str] = {}
     env |= _engine("postgres", lambda d: postgres_server(d, detach=True))
+    admin_dsn = env["DATABASE_URL"]
+    _engine("postgres-exporter", lambda d: PostgresExporter(d, admin_dsn, port=POSTGRES_EXPORTER_PORT, detach=True))
     env |= _engine("kafka", lambda d: kafka_server(d, detach=True, partitions=3, metrics_port=KAFKA_METRICS_PORT))
     env |= _engine("s3", lambda d: s3_server(d, detach=True, long_running=True))
     # Jaeger's usual ports: the UI and query API on :16686, OTLP/HTTP in on :4318. Its env points
@@ -106,6 +111,7 @@ def _scrape_targets(started: list[str]) -> None:
         address = f"127.0.0.1:{port or METRICS_PORTS[name]}"
         write_targets(STATE / "prometheus", name, [address] if name in started else [], {"pipeline": "dev"})
     write_targets(STATE / "prometheus", "kafka", [f"127.0.0.1:{KAFKA_METRICS_PORT}"], {"pipeline": "dev"})
+    write_targets(STATE / "prometheus", "postgres", [f"127.0.0.1:{POSTGRES_EXPORTER_PORT}"], {"pipeline": "dev"})
 
 
 def _database_roles(env: dict[str, str]) -> dict[str, str]:

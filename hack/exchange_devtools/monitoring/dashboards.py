@@ -65,6 +65,18 @@ DASHBOARDS = (
             Panel("p99 latency by service", ((_p(0.99, "service"), "{{service}}"),), "s"),
             Panel("Outbox backlog", (("max(ingest_outbox_backlog)", "rows"),)),
             Panel("Consumer lag", (("sum(normalizer_consumer_lag)", "messages"),)),
+            Panel(
+                "Postgres transactions/s",
+                (
+                    ('sum(rate(pg_stat_database_xact_commit{service="postgres"}[5m]))', "commits"),
+                    ('sum(rate(pg_stat_database_xact_rollback{service="postgres"}[5m]))', "rollbacks"),
+                ),
+                "ops",
+            ),
+            Panel(
+                "Postgres connections by state",
+                (('sum by (state) (pg_stat_activity_count{service="postgres"})', "{{state}}"),),
+            ),
         ),
     ),
     Dashboard(

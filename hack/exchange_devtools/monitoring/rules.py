@@ -185,6 +185,16 @@ def alert_rules(t: Timings) -> list[dict[str, Any]]:
             "Look at the Pod (kubectl describe, its log) or, locally, .dev/services/<service>.log.",
         ),
         _alert(
+            "ExchangePostgresUnreachable",
+            f"max by ({BY}, instance) (pg_up) == 0",
+            t.down_for,
+            "critical",
+            "postgres_exporter cannot reach Postgres",
+            "{{ $labels.instance }} in {{ $labels.pipeline }} reports pg_up 0: every service's writes fail.",
+            "Is the Postgres process or Pod running and accepting connections (its log, disk space)? The "
+            "services' /readyz name it too.",
+        ),
+        _alert(
             "ExchangeTokenizerErrors",
             f'sum by ({BY}) (rate(http_requests_total{{service="tokenizer", status=~"5.."}}[{w}])) > 0\n'
             f'or sum by ({BY}) (rate(normalizer_tokenizer_request_seconds_count{{outcome!="ok"}}[{w}])) > 0',

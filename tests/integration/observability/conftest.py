@@ -1,7 +1,8 @@
 """The platform as `make dev` runs it, scraped by a real Prometheus evaluating the shipped rules at
-a fast clock: Postgres and S3 of the session, a Kafka of this module's own (tests stop it; its JMX
-exporter agent is scraped too), and
-tokenizer, ingest, relay and normalizer as `exchange serve` processes (ENV=local)."""
+a fast clock: Postgres and S3 of the session (Postgres through postgres_exporter), a Kafka of this
+module's own (tests stop it; its JMX exporter agent is scraped too), tokenizer, ingest, relay and
+normalizer as `exchange serve` processes (ENV=local), and on request the operator as a process
+reconciling pipelines on the session's API server."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import pytest
 
 from exchange_devtools.engines.base import EngineError, EngineProcess, free_port
 from exchange_devtools.engines.kafka import KafkaServer, kafka_server
+from exchange_devtools.engines.postgres_exporter import PostgresExporter
 from exchange_devtools.engines.prometheus import PrometheusServer
 from exchange_devtools.fixtures.report import track
 from exchange_devtools.testdata import SYNTHEA_DIR
@@ -101,6 +103,10 @@ def platform(
     track(kafka.engine)
     kafka.start()
     prometheus.targets("kafka", [f"127.0.0.1:{kafka.metrics_port}"], {"pipeline": PIPELINE})
+    exporter = PostgresExporter(workdir / "postgres-exporter", postgres.dsn, name="obs-postgres-exporter")
+    track(exporter.engine)
+    exporter.start()
+    prometheus.targets("postgres", [exporter.address], {"pipeline": PIPELINE})
     suffix = uuid.uuid4().hex[:8]
     asyncio.run(_create_database(postgres.dsn, f"obs_{suffix}"))
     secret = workdir / "tokenization.secret"
@@ -156,3 +162,51 @@ def platform(
             service.stop()
         prometheus.targets("kafka", [])
         kafka.stop()
+        prometheus.targets("postgres", [])
+        exporter.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(
+    kubeconfig: Path, kube_api_client: Any, prometheus: PrometheusServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """`python -m exchange_operator` watching a namespace of its own, scraped as `operator`: one
+    pipeline it reconciles, one that waits for a Secret nobody created (a failing reconcile).
+    Returns the namespace."""
+    from kubernetes import client
+
+    from exchange_operator.spec import GROUP, PLURAL, VERSION
+    from exchange_operator.testing import OperatorProcess, install_crd
+
+    install_crd(kube_api_client)
+    namespace = f"obs-{uuid.uuid4().hex[:8]}"
+    client.CoreV1Api(kube_api_client).create_namespace({"metadata": {"name": namespace}})
+    port = free_port()
+    env = {
+        "EXCHANGE_OPERATOR_NAMESPACES": namespace,
+        "EXCHANGE_OPERATOR_METRICS_PORT": str(port),
+        "EXCHANGE_OPERATOR_RESYNC_SECONDS": "2",
+        "EXCHANGE_OPERATOR_DEPENDENCY_RETRY_SECONDS": "1",
+    }
+    log = tmp_path_factory.mktemp("obs-operator") / "operator.log"
+    process = OperatorProcess(kubeconfig, log, env).start()
+    custom = client.CustomObjectsApi(kube_api_client)
+    external_s3 = {"s3": {"mode": "external", "secretRef": {"name": "nobody-created-this"}}}
+    for name, spec in (("obs", {}), ("obs-missing-secret", {"engines": external_s3})):
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ExchangePipeline", "metadata": {"name": name}}
+        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, {**body, "spec": spec})
+    prometheus.targets("operator", [f"127.0.0.1:{port}"])
+    try:
+        yield namespace
+    finally:
+        prometheus.targets("operator", [])
+        # Deleted while this operator runs, so its finalizer completes and no later, cluster-wide
+        # operator of the session finds them.
+        for name in ("obs", "obs-missing-secret"):
+            custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        deadline = time.monotonic() + 60
+        while custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]:
+            if time.monotonic() > deadline:
+                raise EngineError(f"pipelines in {namespace} were not finalized; operator log: {log}")
+            time.sleep(0.5)
+        process.stop()

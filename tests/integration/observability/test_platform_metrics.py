@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from exchange_devtools.engines.base import EngineError, free_port
+from exchange_devtools.engines.base import EngineError
 from exchange_devtools.monitoring import dashboards
 
 from .conftest import PIPELINE, Platform
@@ -89,20 +89,19 @@ def test_kafka_is_scraped_through_its_jmx_exporter_agent(platform: Platform) -> 
     assert platform.value(f'up{{service="kafka", pipeline="{PIPELINE}"}}') == 1
 
 
-def test_every_dashboard_panel_query_parses_and_returns_series(platform: Platform) -> None:
-    from exchange_operator import metrics as operator_metrics
+def test_postgres_is_scraped_through_postgres_exporter(platform: Platform) -> None:
+    platform.ingest(2)
+    commits = f'sum(pg_stat_database_xact_commit{{pipeline="{PIPELINE}"}})'
+    platform.prometheus.wait_for("Postgres's commit counter", lambda: (platform.value(commits) or 0) > 0, timeout=60)
+    assert platform.value(f'pg_up{{service="postgres", pipeline="{PIPELINE}"}}') == 1
+    assert platform.value(f'up{{service="postgres", pipeline="{PIPELINE}"}}') == 1
 
-    # Load: records, one event the normalizer must dead-letter, and the operator's metrics (served
-    # by its metrics module in this process, one reconcile that succeeds and one that fails).
+
+def test_every_dashboard_panel_query_parses_and_returns_series(platform: Platform, operator: str) -> None:
+    # Load: records, one event the normalizer must dead-letter, and the operator (a process on the
+    # session's API server) reconciling one pipeline and failing on another.
     platform.ingest(5)
     asyncio.run(_publish_poison(platform.kafka.bootstrap_servers))
-    port = free_port()
-    operator_metrics.serve(port, host="127.0.0.1")
-    with operator_metrics.observed("change"):
-        pass
-    with contextlib.suppress(RuntimeError), operator_metrics.observed("resync"):
-        raise RuntimeError("a reconcile that failed")
-    platform.prometheus.targets("operator", [f"127.0.0.1:{port}"])
     boards = {uid: orjson.loads(text) for uid, text in dashboards.render_all().items()}
     panels = [(uid, title, expr) for uid, board in boards.items() for title, expr in dashboards.queries(board)]
     assert len(panels) >= 25
@@ -118,8 +117,8 @@ def test_every_dashboard_panel_query_parses_and_returns_series(platform: Platfor
         platform.prometheus.wait_for("a series for every panel", lambda: not empty(), timeout=90)
     except EngineError:
         raise AssertionError("panels without series:\n" + "\n".join(empty())) from None
-    finally:
-        platform.prometheus.targets("operator", [])
+    errors = 'sum(exchange_operator_reconcile_errors_total{reason="DependencyMissing"})'
+    assert (platform.value(errors) or 0) > 0, "the operator's failing reconcile is not counted"
 
 
 async def _publish_poison(bootstrap: str) -> None:
