@@ -14,7 +14,9 @@ archives with their full reference inside, and imported into the local node's co
     localhost/exchange-operator:dev           operator/Dockerfile
     localhost/exchange-jre:17-bookworm        hack/images/jre: openjdk-17-jre-headless (not loaded)
     localhost/postgres:15-bookworm            hack/images/postgres
-    localhost/kafka:4.1.1                     hack/images/kafka (jars from hack/install/kafka.sh)
+    localhost/postgres-exporter:v0.17.1       hack/images/postgres-exporter (hack/install/postgres_exporter.sh)
+    localhost/kafka:4.1.1                     hack/images/kafka (jars and the JMX exporter agent from
+                                              hack/install/kafka.sh; metrics on :9308)
     localhost/s3proxy:3.0.0                   hack/images/s3proxy (jar from hack/install/s3.sh)
 
 Caching, by content: an image's key is the SHA-256 of its Dockerfile, every file of its build
@@ -52,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from exchange_devtools.engines.base import BIN_DIR, CACHE_DIR, REPO_ROOT, EngineError
+from exchange_devtools.engines.kafka import JMX_EXPORTER_CONFIG, JMX_EXPORTER_HOME, JMX_EXPORTER_VERSION
 
 IMAGES_DIR = CACHE_DIR / "images"
 ARCHIVE_DIR = IMAGES_DIR / "archives"
@@ -66,6 +69,7 @@ NAMESPACE = "k8s.io"
 HOST_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 KAFKA_VERSION = "4.1.1"  # keep equal to hack/install/kafka.sh
 S3PROXY_VERSION = "3.0.0"  # keep equal to hack/install/s3.sh
+PG_EXPORTER_VERSION = "v0.17.1"  # keep equal to hack/install/postgres_exporter.sh
 NODE_INSTALLER = "bash hack/install/node.sh"
 NOT_RUNNING = "the local node is not running: run `make kube-up` first"
 # Bump to rebuild every image (a change in how this module builds them).
@@ -362,6 +366,8 @@ def _dir_files(directory: Path) -> dict[str, Path]:
 def image_specs() -> list[ImageSpec]:
     """Every image, bases before the images built on them."""
     kafka_home = CACHE_DIR / f"kafka-{KAFKA_VERSION}"
+    jmx_agent = JMX_EXPORTER_HOME / f"jmx_prometheus_javaagent-{JMX_EXPORTER_VERSION}.jar"
+    pg_exporter = BIN_DIR / "postgres_exporter"
     s3proxy_jar = CACHE_DIR / f"s3proxy-{S3PROXY_VERSION}" / "s3proxy.jar"
     python_args = {"PYTHON_IMAGE": PYTHON_REF, "PYTHON_BUILDER_IMAGE": PYTHON_BUILD_REF}
     return [
@@ -417,6 +423,15 @@ def image_specs() -> list[ImageSpec]:
             bases=(DEBIAN_REF,),
         ),
         ImageSpec(
+            "postgres-exporter",
+            f"localhost/postgres-exporter:{PG_EXPORTER_VERSION}",
+            IMAGES_SRC / "postgres-exporter" / "Dockerfile",
+            files={"postgres_exporter": pg_exporter},
+            build_args={"DEBIAN_IMAGE": DEBIAN_REF},
+            bases=(DEBIAN_REF,),
+            prepare=_installer("postgres_exporter.sh", pg_exporter),
+        ),
+        ImageSpec(
             "kafka",
             f"localhost/kafka:{KAFKA_VERSION}",
             IMAGES_SRC / "kafka" / "Dockerfile",
@@ -424,6 +439,8 @@ def image_specs() -> list[ImageSpec]:
                 **_dir_files(IMAGES_SRC / "kafka"),
                 "libs": kafka_home / "libs",
                 "log4j2.properties": REPO_ROOT / "hack" / "engines" / "kafka" / "log4j2.properties",
+                "jmx_prometheus_javaagent.jar": jmx_agent,
+                "jmx-exporter.yaml": JMX_EXPORTER_CONFIG,
             },
             build_args={"JRE_IMAGE": JRE_REF},
             bases=(JRE_REF,),

@@ -176,23 +176,38 @@ class IngressSpec(Model):
     tls: IngressTLS | None = Field(None, description="TLS for both routes; absent serves plain HTTP.")
 
 
+class PostgresExporterSpec(Model):
+    """A postgres_exporter sidecar next to the managed Postgres (connections, transactions, locks, WAL)."""
+
+    enabled: bool = Field(True, description="Run the sidecar; its `metrics` port (9187) is scraped like the services'.")
+    image: str = Field(
+        "prometheuscommunity/postgres-exporter:v0.17.1",
+        min_length=1,
+        description="postgres_exporter image (it reads DATA_SOURCE_URI, DATA_SOURCE_USER and DATA_SOURCE_PASS).",
+    )
+
+
 class MonitoringSpec(Model):
-    """Who scrapes the services' metrics, and where their traces go."""
+    """Who scrapes the services' and the managed engines' metrics, and where their traces go."""
 
     namespace: str = Field(
         "monitoring",
         min_length=1,
         max_length=63,
-        description="Namespace whose Pods (Prometheus) may reach every service's `metrics` port (9102); a "
-        "NetworkPolicy refuses everyone else, and no Ingress routes that port.",
+        description="Namespace whose Pods (Prometheus) may reach every service's `metrics` port (9102) and the "
+        "managed engines' metrics ports; a NetworkPolicy refuses everyone else, and no Ingress routes them.",
     )
     pod_monitor: bool = Field(
         True,
-        description="Create a PodMonitor for the services' `metrics` port when the Prometheus Operator's CRDs "
-        "(monitoring.coreos.com/v1) exist in the cluster. The Pods also carry `prometheus.io/*` annotations.",
+        description="Create a PodMonitor for the `metrics` port of the services and the managed engines when the "
+        "Prometheus Operator's CRDs (monitoring.coreos.com/v1) exist in the cluster. The Pods also carry "
+        "`prometheus.io/*` annotations.",
     )
     scrape_interval: str = Field(
         "30s", pattern=r"^[0-9]+(ms|s|m)$", description="How often the PodMonitor has the services scraped."
+    )
+    postgres_exporter: PostgresExporterSpec = Field(
+        default_factory=PostgresExporterSpec, description="Metrics of the managed Postgres (ignored when external)."
     )
     otlp_endpoint: str | None = Field(
         None,
@@ -326,6 +341,14 @@ class ManagedKafka(ManagedEngine):
         description="Container image; absent: the flavor's default ("
         + ", ".join(f"{f}: {i}" for f, i in KAFKA_FLAVORS.items())
         + ").",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Port on which the image itself serves Prometheus metrics at /metrics (localhost/kafka: 9308, "
+        "its JMX exporter agent); declared as the `metrics` port and scraped. Absent: the broker is not scraped "
+        "(the official apache/kafka image serves none).",
     )
     resources: Resources | None = Field(
         None,

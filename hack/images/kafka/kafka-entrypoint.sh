@@ -11,6 +11,8 @@
 #                  variables Kubernetes adds for a Service named kafka (KAFKA_PORT*, KAFKA_SERVICE_*).
 #   CLUSTER_ID     formats every log dir that has no meta.properties yet (default: a fixed id).
 #   KAFKA_HEAP_OPTS  default -Xmx512m -Xms128m.
+#   JMX_EXPORTER_PORT  the Prometheus JMX exporter agent serves /metrics on this port (the image
+#                  sets 9308); empty: no agent.
 #
 # The config is rendered to $TMPDIR/kafka/server.properties (TMPDIR defaults to /tmp, an emptyDir),
 # so the root filesystem can be read-only. `kafka-entrypoint.sh --print-config` prints it and exits;
@@ -18,6 +20,7 @@
 set -Eeuo pipefail
 
 KAFKA_DIR=/opt/kafka
+JMX_DIR=/opt/jmx-exporter
 DEFAULT_CLUSTER_ID=ZXhjaGFuZ2Uta2Fma2EtMQ # base64url of the 16 bytes "exchange-kafka-1"
 CONFIG_DIR="${TMPDIR:-/tmp}/kafka"
 CONFIG="$CONFIG_DIR/server.properties"
@@ -125,6 +128,11 @@ java_opts() {
     ${KAFKA_OPTS:-}
     -cp "$KAFKA_DIR/libs/*"
   )
+  # The broker only (not the storage tool): the agent serves /metrics while the JVM runs.
+  agent=()
+  if [ -n "${JMX_EXPORTER_PORT:-}" ]; then
+    agent=("-javaagent:$JMX_DIR/jmx_prometheus_javaagent.jar=$JMX_EXPORTER_PORT:$JMX_DIR/jmx-exporter.yaml")
+  fi
 }
 
 format_storage() {
@@ -155,4 +163,4 @@ esac
 render
 java_opts
 format_storage
-exec "${jvm[@]}" kafka.Kafka "$CONFIG" "$@"
+exec "${jvm[@]}" "${agent[@]}" kafka.Kafka "$CONFIG" "$@"

@@ -26,6 +26,8 @@ S3_PORT = 9000
 ENGINE_PORTS = {"postgres": ("postgres", POSTGRES_PORT), "kafka": ("kafka", KAFKA_PORT), "s3": ("s3", S3_PORT)}
 """Engine (spec.engines key, also its component name) -> (port name, port) of its client Service."""
 METRICS_PORT = 9102
+POSTGRES_EXPORTER_PORT = 9187
+"""The postgres_exporter sidecar's `metrics` port (its usual one)."""
 WORKER_PORT_ENV = {"relay": "RELAY_METRICS_PORT", "normalizer": "NORMALIZER_METRICS_PORT"}
 """Services without an HTTP API (workers): the variable that makes each serve /healthz, /readyz
 and /metrics on METRICS_PORT."""

@@ -23,6 +23,7 @@ from exchange_operator.builders.common import (
     selector_labels,
     tmp_volume,
 )
+from exchange_operator.builders.monitoring import scrape_annotations
 from exchange_operator.spec import ExchangePipelineSpec, Resources, Storage
 
 FLAVOR_LABEL = "exchange.dev/flavor"
@@ -64,13 +65,16 @@ def engine_selector(spec: ExchangePipelineSpec, meta: Meta, engine: str) -> dict
 @dataclass
 class EnginePod:
     """What differs between engines: one container (name, image, security and mounts are added),
-    where the data volume goes, the user it runs as, extra volumes and init containers."""
+    where the data volume goes, the user it runs as, extra volumes and init containers, sidecars
+    (complete but for their security context) and the port the Pod serves metrics on, if any."""
 
     container: dict[str, Any]
     data_path: str
     run_as_user: int
     volumes: list[dict[str, Any]] = field(default_factory=list)
     init_containers: list[dict[str, Any]] = field(default_factory=list)
+    sidecars: list[dict[str, Any]] = field(default_factory=list)
+    metrics_port: int | None = None
 
 
 def engine_statefulset(
@@ -110,11 +114,14 @@ def engine_statefulset(
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "securityContext": pod_security_context(pod.run_as_user),
-        "containers": [container],
+        "containers": [container, *({**c, "securityContext": container_security_context()} for c in pod.sidecars)],
         "volumes": [tmp, *pod.volumes],
     }
     if init:
         pod_spec["initContainers"] = init
+    template_meta: dict[str, Any] = {"labels": {**labels(meta, engine, "engine"), **selector}}
+    if pod.metrics_port:
+        template_meta["annotations"] = scrape_annotations(pod.metrics_port)
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -125,7 +132,7 @@ def engine_statefulset(
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector},
             "persistentVolumeClaimRetentionPolicy": {"whenDeleted": policy, "whenScaled": "Retain"},
-            "template": {"metadata": {"labels": {**labels(meta, engine, "engine"), **selector}}, "spec": pod_spec},
+            "template": {"metadata": template_meta, "spec": pod_spec},
             "volumeClaimTemplates": [
                 {"metadata": {"name": DATA_VOLUME, "labels": labels(meta, engine, "engine")}, "spec": claim_spec}
             ],

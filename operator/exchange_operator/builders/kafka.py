@@ -110,6 +110,12 @@ def build_kafka_statefulset(spec: ExchangePipelineSpec, meta: Meta) -> Manifest 
     host = meta.service_host("kafka")  # one node: the client Service is its address (see above)
     pod = apache_kafka_pod(meta, host) if kafka.managed.kind == "apache-kafka" else redpanda_pod(host)
     managed = kafka.managed
+    if managed.metrics_port:
+        pod.container["ports"] = [
+            *pod.container["ports"],
+            {"name": "metrics", "containerPort": managed.metrics_port, "protocol": "TCP"},
+        ]
+        pod.metrics_port = managed.metrics_port
     return engine_statefulset(
         spec, meta, "kafka", managed.image_or_default(), managed.resources_or_default(), managed.storage, pod
     )

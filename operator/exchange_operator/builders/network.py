@@ -1,6 +1,6 @@
 """NetworkPolicies: only the normalizer reaches the tokenizer; only the services (and the Jobs)
 that use an engine reach the managed engines; only the monitoring namespace reaches the services'
-metrics port. Ingest's and query's API port stays reachable by any client (the Ingress).
+and the engines' metrics ports. Ingest's and query's API port stays reachable by any client (the Ingress).
 
 Policies add up: a Pod selected by any policy takes only what some policy allows (traffic from
 its own node, the kubelet's probes, is always allowed), so the metrics policy, which selects
@@ -23,6 +23,7 @@ from exchange_operator.builders.common import (
     selector_labels,
 )
 from exchange_operator.builders.ingress import EXPOSED
+from exchange_operator.builders.monitoring import engine_metrics_port
 from exchange_operator.spec import COMPONENTS, ENGINES, ExchangePipelineSpec
 
 
@@ -52,8 +53,7 @@ def _components(meta: Meta, components: tuple[str, ...]) -> dict[str, Any]:
 
 def build_metrics_policy(spec: ExchangePipelineSpec, meta: Meta) -> Manifest:
     """Every service's metrics port accepts only Pods of the monitoring namespace."""
-    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": spec.monitoring.namespace}}}
-    rule = {"from": [monitoring], "ports": [{"protocol": "TCP", "port": METRICS_PORT}]}
+    rule = {"from": [_from_monitoring(spec)], "ports": [{"protocol": "TCP", "port": METRICS_PORT}]}
     policy = _policy(meta, meta.child("metrics"), "metrics", {}, [rule])
     policy["spec"]["podSelector"] = _components(meta, COMPONENTS)
     return policy
@@ -66,19 +66,26 @@ def build_api_policy(meta: Meta) -> Manifest:
     return policy
 
 
-def build_engine_policy(meta: Meta, engine: str) -> Manifest:
+def _from_monitoring(spec: ExchangePipelineSpec) -> dict[str, Any]:
+    return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": spec.monitoring.namespace}}}
+
+
+def build_engine_policy(spec: ExchangePipelineSpec, meta: Meta, engine: str) -> Manifest:
     """An engine (any flavor) accepts only this pipeline's engine clients, and its own Pods (a
-    broker talking to itself through its advertised address), on its client port only."""
+    broker talking to itself through its advertised address), on its client port; and the
+    monitoring namespace on its metrics port, when it has one."""
     _, port = ENGINE_PORTS[engine]
     clients = {"podSelector": {"matchLabels": {PIPELINE_LABEL: meta.name, ENGINE_CLIENT_LABEL: "true"}}}
     peers = {"podSelector": {"matchLabels": selector_labels(meta, engine)}}
-    rule = {"from": [clients, peers], "ports": [{"protocol": "TCP", "port": port}]}
-    return _policy(meta, meta.child(engine), engine, selector_labels(meta, engine), [rule])
+    rules = [{"from": [clients, peers], "ports": [{"protocol": "TCP", "port": port}]}]
+    if metrics := engine_metrics_port(spec, engine):
+        rules.append({"from": [_from_monitoring(spec)], "ports": [{"protocol": "TCP", "port": metrics}]})
+    return _policy(meta, meta.child(engine), engine, selector_labels(meta, engine), rules)
 
 
 def build_network_policies(spec: ExchangePipelineSpec, meta: Meta) -> list[Manifest]:
     out = [build_tokenizer_policy(meta), build_api_policy(meta), build_metrics_policy(spec, meta)]
     for engine in ENGINES:
         if getattr(spec.engines, engine).mode == "managed":
-            out.append(build_engine_policy(meta, engine))
+            out.append(build_engine_policy(spec, meta, engine))
     return out

@@ -4,7 +4,9 @@ first start from the generated Secret."""
 
 from __future__ import annotations
 
-from exchange_operator.builders.common import POSTGRES_PORT, Manifest, Meta
+from typing import Any
+
+from exchange_operator.builders.common import POSTGRES_EXPORTER_PORT, POSTGRES_PORT, Manifest, Meta
 from exchange_operator.builders.configmaps import postgres_init_config_map_name
 from exchange_operator.builders.engine import EnginePod, engine_statefulset, secret_env
 from exchange_operator.builders.secrets import POSTGRES_DB, POSTGRES_ROLES, postgres_secret_name
@@ -13,7 +15,25 @@ from exchange_operator.spec import ExchangePipelineSpec
 POSTGRES_UID = 999
 
 
-def postgres_pod(meta: Meta) -> EnginePod:
+def postgres_exporter(spec: ExchangePipelineSpec, meta: Meta) -> dict[str, Any]:
+    """The postgres_exporter sidecar: the superuser over the Pod's loopback (no Service exposes
+    it), the settings collector off (hundreds of series nobody charts)."""
+    return {
+        "name": "postgres-exporter",
+        "image": spec.monitoring.postgres_exporter.image,
+        "args": [f"--web.listen-address=:{POSTGRES_EXPORTER_PORT}", "--disable-settings-metrics", "--log.level=warn"],
+        "env": [
+            {"name": "DATA_SOURCE_URI", "value": f"127.0.0.1:{POSTGRES_PORT}/{POSTGRES_DB}?sslmode=disable"},
+            {"name": "DATA_SOURCE_USER", "value": "postgres"},
+            secret_env("DATA_SOURCE_PASS", postgres_secret_name(meta), "superuser-password"),
+        ],
+        "ports": [{"name": "metrics", "containerPort": POSTGRES_EXPORTER_PORT, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": {"path": "/", "port": "metrics"}, "periodSeconds": 10},
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "128Mi"}},
+    }
+
+
+def postgres_pod(spec: ExchangePipelineSpec, meta: Meta) -> EnginePod:
     secret = postgres_secret_name(meta)
     env = [
         {"name": "POSTGRES_USER", "value": "postgres"},
@@ -37,7 +57,11 @@ def postgres_pod(meta: Meta) -> EnginePod:
         {"name": "run", "emptyDir": {}},
         {"name": "init", "configMap": {"name": postgres_init_config_map_name(meta), "defaultMode": 0o555}},
     ]
-    return EnginePod(container, "/var/lib/postgresql/data", POSTGRES_UID, volumes)
+    if not spec.monitoring.postgres_exporter.enabled:
+        return EnginePod(container, "/var/lib/postgresql/data", POSTGRES_UID, volumes)
+    sidecar = postgres_exporter(spec, meta)
+    return EnginePod(container, "/var/lib/postgresql/data", POSTGRES_UID, volumes, sidecars=[sidecar],
+                     metrics_port=POSTGRES_EXPORTER_PORT)  # fmt: skip
 
 
 def build_postgres_statefulset(spec: ExchangePipelineSpec, meta: Meta) -> Manifest | None:
@@ -45,5 +69,5 @@ def build_postgres_statefulset(spec: ExchangePipelineSpec, meta: Meta) -> Manife
         return None
     managed = spec.engines.postgres.managed
     return engine_statefulset(
-        spec, meta, "postgres", managed.image, managed.resources, managed.storage, postgres_pod(meta)
+        spec, meta, "postgres", managed.image, managed.resources, managed.storage, postgres_pod(spec, meta)
     )

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from exchange_devtools import kube_operator
 from exchange_devtools.engines.base import REPO_ROOT
@@ -199,6 +200,17 @@ def run_verify(platform: Platform) -> str:
     return output
 
 
+def scrape(platform: Platform, pod: str, port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """A Pod's /metrics through the API server's proxy: (name, labels but datid) -> value."""
+    path = f"/api/v1/namespaces/{platform.namespace}/pods/{pod}:{port}/proxy/metrics"
+    text = platform.kubectl("get", "--raw", path)
+    return {
+        (sample.name, tuple(sorted((k, v) for k, v in sample.labels.items() if k != "datid"))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 def synthea_files() -> list[Path]:
     return sorted(SYNTHEA_DIR.glob("*.ndjson"))
 
@@ -267,6 +279,17 @@ def test_the_local_sample_runs_end_to_end_through_the_ingress_and_goes_away_with
     assert f"raw objects: {1 + len(synthea_files())}, canonical records: {expected}" in report
     assert "raw objects without canonical records: 0" in report
     assert "canonical records whose raw object is missing: 0" in report
+
+    # The engines serve Prometheus metrics where the operator declared them (read through the API
+    # server's Pod proxy): Postgres through its postgres_exporter sidecar, Kafka through the image's
+    # JMX exporter agent, both counting the records just written.
+    postgres = scrape(platform, f"{PIPELINE}-postgres-0", 9187)
+    assert postgres[("pg_up", ())] == 1
+    assert postgres[("pg_stat_database_xact_commit", (("datname", "exchange"),))] > 0
+    kafka = scrape(platform, f"{PIPELINE}-kafka-0", 9308)
+    assert kafka[("kafka_server_brokertopicmetrics_messagesin_total", (("topic", "record.ingested.v1"),))] >= expected
+    annotations = platform.get(f"pod/{PIPELINE}-postgres-0")["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "9187"
 
     # Deleting the pipeline: garbage collection takes every child; the sample's policy (Retain, the
     # default) keeps the engines' volume claims and the generated Secrets that open them, unowned.
