@@ -189,7 +189,7 @@ def _register_optional(name: str, target: str, *, group: bool = False) -> None:
 
 
 _register_optional("bootstrap", "exchange.cli.bootstrap:bootstrap_command")
-_register_optional("tokenize", "exchange.cli.tokenize:tokenize_command")
+_register_optional("tokenize", "exchange.cli.tokenize:tokenize_app", group=True)
 _register_optional("ingest", "exchange.cli.ingest:app", group=True)
 _register_optional("dlq", "exchange.cli.normalizer:dlq_app", group=True)
 _register_optional("replay", "exchange.cli.normalizer:replay_command")

@@ -1,4 +1,5 @@
-"""`exchange tokenize`: tokenize an OpenToken-style people CSV into `RuleId,Token,RecordId` rows."""
+"""`exchange tokenize`: tokenize an OpenToken-style people CSV into `RuleId,Token,RecordId` rows;
+`exchange tokenize transit ...` (cli.transit) carries such tokens to another deployment."""
 
 from __future__ import annotations
 
@@ -10,14 +11,19 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from exchange.cli.transit import transit_app
 from exchange.core.errors import ExchangeError
 
 
 def tokenize_command(
+    ctx: typer.Context,
     input_path: Annotated[
-        Path, typer.Option("--input", "-i", help="People CSV (RecordId, FirstName, LastName, BirthDate, Sex, ...).")
-    ],
-    output_path: Annotated[Path, typer.Option("--output", "-o", help="Tokens CSV to write (RuleId,Token,RecordId).")],
+        Path | None,
+        typer.Option("--input", "-i", help="People CSV (RecordId, FirstName, LastName, BirthDate, Sex, ...)."),
+    ] = None,
+    output_path: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Tokens CSV to write (RuleId,Token,RecordId).")
+    ] = None,
     secret_file: Annotated[
         Path | None,
         typer.Option(
@@ -29,12 +35,17 @@ def tokenize_command(
     ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
-    """Tokenize a CSV with OpenToken's rules T1-T5; writes <output>.metadata.json next to it."""
+    """Tokenize a CSV with OpenToken's rules T1-T5; writes <output>.metadata.json next to it.
+    `exchange tokenize transit ...` carries tokens to another deployment."""
     from exchange.tokenizer.csvio import metadata_path, tokenize_csv
     from exchange.tokenizer.engine import Tokenizer
     from exchange.tokenizer.secrets import load_secret
 
+    if ctx.invoked_subcommand is not None:
+        return  # `exchange tokenize transit ...`: this is the group's callback
     try:
+        if input_path is None or output_path is None:
+            raise ExchangeError("pass --input PEOPLE.csv and --output TOKENS.csv (or a sub-command: transit)")
         if secret_file is None:
             raise ExchangeError("no secret: pass --secret-file FILE (or set TOKENIZATION_SECRET_FILE)")
         # A CLI run is an operator's deliberate act: short secrets (e.g. OpenToken's samples) are allowed.
@@ -74,3 +85,9 @@ def tokenize_command(
         f"{stats.rows} records -> {output_path} (key {secret.key_id}); "
         f"{stats.rows_with_invalid_attributes} with invalid attributes; metadata: {metadata_path(output_path)}"
     )
+
+
+# `exchange tokenize`: the CSV command itself when given options, and the `transit` group.
+tokenize_app = typer.Typer(no_args_is_help=False, pretty_exceptions_enable=False)
+tokenize_app.callback(invoke_without_command=True)(tokenize_command)
+tokenize_app.add_typer(transit_app, name="transit")

@@ -15,10 +15,14 @@ from exchange.tokenizer.engine import Tokenizer
 from exchange.tokenizer.secrets import load_secret
 from exchange.tokenizer.service import CONTRACT, SCOPE, TokenizeMetrics, build_router
 from exchange.tokenizer.settings import TokenizerSettings
+from exchange.tokenizer.transit import SiteKey, TransitCodec
+from exchange.tokenizer.transit_keys import load_keys_dir
+from exchange.tokenizer.transit_service import TransitMetrics, TransitState, build_transit_router
 
 
 def create_app(settings: TokenizerSettings | None = None) -> FastAPI:
-    """Build the app; the secret is loaded here, so a missing one stops the process at start.
+    """Build the app; the secret and transit keys are loaded here, so a missing or malformed one
+    stops the process at start.
 
     Raises ConfigError (one line, never the secret) for missing or unsafe settings.
     """
@@ -37,7 +41,11 @@ def create_app(settings: TokenizerSettings | None = None) -> FastAPI:
     )
     app.state.tokenizer = Tokenizer(secret.value, secret.key_id)
     app.state.tokenize_metrics = TokenizeMetrics(app.state.registry)
+    transit_keys = load_keys_dir(settings.transit_keys_dir) if settings.transit_keys_dir else {}
+    app.state.transit = TransitState(TransitCodec.from_secret(secret), transit_keys, SiteKey(secret))
+    app.state.transit_metrics = TransitMetrics(app.state.registry)
     app.include_router(build_router(settings))
+    app.include_router(build_transit_router(settings))
     _serve_contract_components(app, contract)
     return app
 

@@ -34,10 +34,10 @@ TokenizePrincipal = Annotated[Principal, Depends(require_scope(SCOPE))]
 
 
 @functools.cache
-def request_validator() -> Draft202012Validator:
-    """The contract's TokenizeRequest schema; `$ref`s resolve inside the contract document."""
+def schema_validator(name: str) -> Draft202012Validator:
+    """The contract's schema `name`; `$ref`s resolve inside the contract document."""
     contract = load_document(CONTRACT)
-    schema = {"$ref": "#/components/schemas/TokenizeRequest", "components": contract["components"]}
+    schema = {"$ref": f"#/components/schemas/{name}", "components": contract["components"]}
     return Draft202012Validator(schema)
 
 
@@ -62,6 +62,26 @@ class TokenizeMetrics:
 
 def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+async def read_batch(request: Request, settings: TokenizerSettings, validator: Draft202012Validator) -> dict[str, Any]:
+    """The request's JSON object with its `records`, checked in order of cost: media type (415),
+    bytes and record count (413), then the contract schema (422 with pointers, no values)."""
+    if _media_type(request) != "application/json":
+        raise UnsupportedMediaType("send application/json")
+    body = await read_body_limited(request, settings.tokenizer_max_body_bytes)
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise BadRequest("the body is not valid JSON") from None
+    records = document.get("records") if isinstance(document, dict) else None
+    if isinstance(records, list) and len(records) > settings.tokenizer_max_batch:
+        raise PayloadTooLarge(f"at most {settings.tokenizer_max_batch} records per request")
+    errors = error_pointers(validator, document)
+    if errors:
+        raise Unprocessable("the request does not match the contract", extra={"errors": errors})
+    assert isinstance(document, dict)
+    return document
 
 
 def _tokenize(tokenizer: Tokenizer, records: list[dict[str, Any]], metrics: TokenizeMetrics) -> list[dict[str, Any]]:
@@ -102,20 +122,8 @@ def build_router(settings: TokenizerSettings) -> APIRouter:
         tags=["tokenize"],
     )
     async def tokenize(request: Request, principal: TokenizePrincipal) -> Response:
-        if _media_type(request) != "application/json":
-            raise UnsupportedMediaType("send application/json")
-        body = await read_body_limited(request, settings.tokenizer_max_body_bytes)
-        try:
-            document = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise BadRequest("the body is not valid JSON") from None
-        records = document.get("records") if isinstance(document, dict) else None
-        if isinstance(records, list) and len(records) > settings.tokenizer_max_batch:
-            raise PayloadTooLarge(f"at most {settings.tokenizer_max_batch} records per request")
-        errors = error_pointers(request_validator(), document)
-        if errors:
-            raise Unprocessable("the request does not match the contract", extra={"errors": errors})
-        assert isinstance(records, list)
+        document = await read_batch(request, settings, schema_validator("TokenizeRequest"))
+        records = document["records"]
         tokenizer: Tokenizer = request.app.state.tokenizer
         results = _tokenize(tokenizer, records, request.app.state.tokenize_metrics)
         log.info("tokenized", records=len(results), key_id=tokenizer.key_id, tenant=principal.tenant)

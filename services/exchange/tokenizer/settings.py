@@ -32,6 +32,11 @@ class TokenizerSettings(ServiceSettings, ServiceTokenSettings):
         alias="TOKENIZATION_KEY_ID",
         description="Public id stamped on tokens; default: first 8 hex of SHA-256(secret).",
     )
+    transit_keys_dir: Path | None = Field(
+        None,
+        alias="TRANSIT_KEYS_DIR",
+        description="Directory of transit key files, one per sender (a Secret mount); unset: decode knows no sender.",
+    )
     tokenizer_max_batch: int = Field(
         1000, alias="TOKENIZER_MAX_BATCH", ge=1, description="Most records per request; more is a 413."
     )

@@ -71,17 +71,17 @@ def test_a_changed_published_version_fails(copy: Path, doc: str, old: str, new: 
 
 def test_a_new_version_must_be_recorded_then_passes(copy: Path) -> None:
     doc = copy / "contracts/api/tokenizer.v1.openapi.yaml"
-    _edit(doc, "version: 1.1.0", "version: 1.2.0")
-    assert any("1.2.0" in p and "not in contracts/published.yaml" in p for p in cv.problems())
+    _edit(doc, "version: 1.2.0", "version: 1.3.0")
+    assert any("1.3.0" in p and "not in contracts/published.yaml" in p for p in cv.problems())
     data = _published(copy)
-    data["documents"]["api/tokenizer.v1.openapi.yaml"].append({"version": "1.2.0", "sha256": cv.read(doc).fingerprint})
+    data["documents"]["api/tokenizer.v1.openapi.yaml"].append({"version": "1.3.0", "sha256": cv.read(doc).fingerprint})
     _write_published(copy, data)
     assert cv.problems() == []
 
 
 def test_a_new_major_needs_a_file_of_its_own(copy: Path) -> None:
     doc = copy / "contracts/api/tokenizer.v1.openapi.yaml"
-    _edit(doc, "version: 1.1.0", "version: 2.0.0")
+    _edit(doc, "version: 1.2.0", "version: 2.0.0")
     data = _published(copy)
     data["documents"]["api/tokenizer.v1.openapi.yaml"].append({"version": "2.0.0", "sha256": cv.read(doc).fingerprint})
     _write_published(copy, data)
@@ -93,7 +93,7 @@ def test_re_recording_a_published_version_fails(copy: Path) -> None:
     _edit(doc, "title: Exchange tokenizer", "title: Exchange tokenizer!")
     data = _published(copy)
     adr = "docs/adr/0011-published-contracts-and-idempotency-conflict.md"
-    entry = {"version": "1.1.0", "sha256": cv.read(doc).fingerprint, "adr": adr}
+    entry = {"version": "1.2.0", "sha256": cv.read(doc).fingerprint, "adr": adr}
     data["documents"]["api/tokenizer.v1.openapi.yaml"].append(entry)
     _write_published(copy, data)
     assert any("listed twice" in p for p in cv.problems())
@@ -102,7 +102,7 @@ def test_re_recording_a_published_version_fails(copy: Path) -> None:
 def _pre_1_0(copy: Path, adr: str) -> None:
     """The tokenizer document as if it were 0.9.0, then changed in place under `adr`."""
     doc = copy / "contracts/api/tokenizer.v1.openapi.yaml"
-    _edit(doc, "version: 1.1.0", "version: 0.9.0")
+    _edit(doc, "version: 1.2.0", "version: 0.9.0")
     first = cv.read(doc).fingerprint
     _edit(doc, "title: Exchange tokenizer", "title: Exchange tokenizer!")
     data = _published(copy)
