@@ -122,7 +122,7 @@ def _platform_bytes(token: str) -> bytes:
 def _open(cipher: AESSIV, recipient: str, rule_id: str, transit_token: str) -> bytes:
     """The raw platform token sealed in `transit_token`. Raises TransitError."""
     try:
-        sealed = base64.urlsafe_b64decode(transit_token.encode())
+        sealed = base64.b64decode(transit_token, altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise TransitError("not a transit token") from None
     try:

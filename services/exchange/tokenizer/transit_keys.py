@@ -45,7 +45,7 @@ def parse_key(data: bytes, source: str) -> TransitKey:
     if not isinstance(recipient, str) or not isinstance(encoded, str):
         raise ConfigError(f"transit key file {source} needs string fields recipient and key")
     try:
-        return TransitKey(recipient, base64.urlsafe_b64decode(encoded.encode()))
+        return TransitKey(recipient, base64.b64decode(encoded, altchars=b"-_", validate=True))
     except (binascii.Error, ValueError):
         raise ConfigError(f"transit key file {source}: key is not base64url") from None
     except TransitError as exc:

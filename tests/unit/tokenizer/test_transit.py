@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 from exchange.tokenizer.engine import PersonAttributes, Tokenizer
 from exchange.tokenizer.rules import BLANK_TOKEN, RULE_IDS
 from exchange.tokenizer.secrets import TokenizationSecret
-from exchange.tokenizer.transit import TransitCodec, TransitError
+from exchange.tokenizer.transit import SiteKey, TransitCodec, TransitError, TransitKey, TransitReader
 
 SECRET = TokenizationSecret.from_bytes(b"platform-secret-for-transit-tests")
 TOKENIZER = Tokenizer(SECRET.value)
@@ -90,3 +92,41 @@ def test_recipient_and_rule_ids_are_checked():
 def test_the_master_key_is_not_the_tokenization_secret():
     with pytest.raises(ValueError):
         TransitCodec(b"too short")
+
+
+def test_a_recipient_reads_its_tokens_with_the_exported_key_alone():
+    reader = TransitReader(CODEC.recipient_key("partner-a"))
+    for rule, token in zip(RULE_IDS, tokens(PEOPLE[0]), strict=True):
+        raw = reader.open(rule, CODEC.encode("partner-a", rule, token))
+        assert raw is not None and base64.b64encode(raw).decode() == token
+    assert reader.open("T1", BLANK_TOKEN) is None
+
+
+def test_another_recipients_key_does_not_open_the_token():
+    transit = CODEC.encode("partner-a", "T1", tokens(PEOPLE[0])[0])
+    with pytest.raises(TransitError, match="does not belong"):
+        TransitReader(CODEC.recipient_key("partner-b")).open("T1", transit)
+    # A key exported for the right name by another platform does not open it either.
+    other = TransitCodec.from_secret(TokenizationSecret.from_bytes(b"another-platform-secret-value"))
+    with pytest.raises(TransitError):
+        TransitReader(other.recipient_key("partner-a")).open("T1", transit)
+
+
+def test_the_key_id_is_public_and_stable_and_repr_hides_the_key():
+    key = CODEC.recipient_key("partner-a")
+    assert key.key_id == CODEC.recipient_key("partner-a").key_id != CODEC.recipient_key("partner-b").key_id
+    assert len(key.key_id) == 8 and key.key not in repr(key).encode()
+    assert key.key.hex() not in repr(key)
+    with pytest.raises(TransitError):
+        TransitKey("partner-a", b"short")
+
+
+def test_site_tokens_are_keyed_by_the_recipients_own_secret_per_rule():
+    raw = base64.b64decode(tokens(PEOPLE[0])[0])
+    mine = SiteKey(TokenizationSecret.from_bytes(b"recipient-b-secret-0123456789"))
+    theirs = SiteKey(TokenizationSecret.from_bytes(b"recipient-c-secret-0123456789"))
+    site = mine.site_token("T1", raw)
+    assert site == mine.site_token("T1", raw)
+    assert len(base64.b64decode(site)) == 32
+    assert site not in {theirs.site_token("T1", raw), mine.site_token("T2", raw), tokens(PEOPLE[0])[0]}
+    assert mine.site_token("T1", None) == BLANK_TOKEN
