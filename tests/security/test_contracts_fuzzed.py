@@ -31,7 +31,7 @@ def _ndjson(ctx: Any, value: Any) -> bytes:
 @pytest.mark.parametrize("service", sorted(CONTRACTS))
 def test_generated_requests_get_no_5xx_and_only_contract_statuses(platform, jwks_server, service: str) -> None:
     api = schemathesis.openapi.from_dict(load_document(CONTRACTS[service]))
-    token = jwks_server.token()
+    token = jwks_server.token(scope="ingest:write tokenize query:read transit:encode transit:decode")
     for operation in [result.ok() for result in api.get_all_operations()]:
 
         @given(case=operation.as_strategy())
