@@ -43,6 +43,7 @@ from exchange.tokenizer.secrets import TokenizationSecret
 _INFO = b"exchange/transit/v1"
 _RECIPIENT = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _TOKEN_BYTES = 32  # HMAC-SHA256 output
+_MAX_CACHED_RECIPIENTS = 1024
 RECIPIENT_KEY_BYTES = 64  # AES-SIV with AES-256: two 256-bit keys
 
 
@@ -76,6 +77,8 @@ class TransitCodec:
     def _cipher(self, recipient: str) -> AESSIV:
         cipher = self._ciphers.get(recipient)
         if cipher is None:
+            if len(self._ciphers) >= _MAX_CACHED_RECIPIENTS:  # callers name recipients: keep memory bounded
+                self._ciphers.clear()
             cipher = AESSIV(self.recipient_key(recipient).key)
             self._ciphers[recipient] = cipher
         return cipher

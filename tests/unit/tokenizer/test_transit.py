@@ -130,3 +130,13 @@ def test_site_tokens_are_keyed_by_the_recipients_own_secret_per_rule():
     assert len(base64.b64decode(site)) == 32
     assert site not in {theirs.site_token("T1", raw), mine.site_token("T2", raw), tokens(PEOPLE[0])[0]}
     assert mine.site_token("T1", None) == BLANK_TOKEN
+
+
+def test_the_cipher_cache_stays_bounded_when_callers_name_many_recipients():
+    codec = TransitCodec.from_secret(SECRET)
+    token = tokens(PEOPLE[0])[0]
+    first = codec.encode("r-0", "T1", token)
+    for i in range(1, 1500):
+        codec.encode(f"r-{i}", "T1", token)
+    assert len(codec._ciphers) <= 1024
+    assert codec.encode("r-0", "T1", token) == first
