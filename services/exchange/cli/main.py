@@ -194,6 +194,7 @@ _register_optional("ingest", "exchange.cli.ingest:app", group=True)
 _register_optional("dlq", "exchange.cli.normalizer:dlq_app", group=True)
 _register_optional("replay", "exchange.cli.normalizer:replay_command")
 _register_optional("verify", "exchange.cli.normalizer:verify_command")
+_register_optional("retention", "exchange.cli.retention:app", group=True)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ Thin: parse options, load `NormalizerSettings` from the environment, call
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -18,6 +18,7 @@ from exchange.core.errors import ExchangeError
 if TYPE_CHECKING:
     from exchange.normalizer.settings import NormalizerSettings
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 dlq_app = typer.Typer(name="dlq", help="Dead-letter queue of the normalizer.", no_args_is_help=True)
 
 
@@ -63,21 +64,42 @@ def dlq_replay_command(
 
 
 def replay_command(
-    tenant: Annotated[str, typer.Option("--tenant", help="Tenant whose raw objects are re-emitted.")],
-    since: Annotated[str, typer.Option("--since", help="From this upload time (ISO-8601, inclusive; UTC if naive).")],
-    until: Annotated[str, typer.Option("--until", help="Up to this upload time (exclusive).")],
+    tenant: Annotated[
+        str | None, typer.Option("--tenant", help="Tenant whose raw objects are re-emitted (default: every tenant).")
+    ] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(
+            "--since",
+            help="From this upload time (ISO-8601, inclusive; UTC if naive). Default: the start of the replay "
+            "window (NORMALIZER_REPLAY_WINDOW_SECONDS); an earlier time is refused.",
+        ),
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option("--until", help="Until this upload time (exclusive; default: now).")
+    ] = None,
+    record_type: Annotated[
+        list[str] | None,
+        typer.Option("--type", help="Only this record type (FHIR resourceType or native record_type); repeatable."),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count what would be re-emitted, publish none.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Re-emit record.ingested.v1 from the raw zone (deterministic ids: replaying twice changes nothing)."""
     from exchange.normalizer.commands import replay
 
     try:
-        start, end = _when(since, "--since"), _when(until, "--until")
+        settings = _settings()
+        now = datetime.now(UTC)
+        window = settings.replay_window_seconds
+        start = _when(since, "--since") if since else now - timedelta(seconds=window) if window else _EPOCH
+        end = _when(until, "--until") if until else now
         if end <= start:
             raise ExchangeError("--until must be after --since")
+        types = frozenset(record_type) if record_type else None
         with Progress(
-            TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[events]} events"),
-            TimeElapsedColumn(), disable=quiet, transient=False,
+            TextColumn("counting" if dry_run else "replaying"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[events]} events"), TimeElapsedColumn(), disable=quiet, transient=False,
         ) as progress:  # fmt: skip
             task = progress.add_task("replay", total=None, events=0)
 
@@ -87,10 +109,17 @@ def replay_command(
             def on_object(events: int) -> None:
                 progress.update(task, advance=1, events=progress.tasks[task].fields["events"] + events)
 
-            result = asyncio.run(replay(_settings(), tenant, start, end, on_total=on_total, on_object=on_object))
+            result = asyncio.run(
+                replay(settings, tenant, start, end, record_types=types, dry_run=dry_run,
+                       on_total=on_total, on_object=on_object)
+            )  # fmt: skip
     except Exception as exc:
         raise _fail(exc) from None
-    typer.echo(f"replayed {result.events} event(s) from {result.objects} raw object(s); skipped {result.skipped_lines}")
+    verb = "would replay" if dry_run else "replayed"
+    typer.echo(
+        f"{verb} {result.events} event(s) from {result.objects} raw object(s) uploaded"
+        f" {start.isoformat()} to {end.isoformat()}; skipped {result.skipped_lines}"
+    )
 
 
 def verify_command(

@@ -34,7 +34,8 @@ while its entry there exists. The outbox rows themselves are never updated.
 - Retention: with `Outbox.retention_seconds` set, the relay also deletes published rows created
   longer ago than that, every `prune_seconds`, in batches of `prune_batch` (each its own short
   transaction, walking an index on `created_at`); unpublished rows are never deleted, however
-  old. Several relays may prune at once (`SKIP LOCKED`).
+  old. Several relays may prune at once (`SKIP LOCKED`). The pruning is `exchange.core.retention`'s
+  (`Outbox.retention_rule`), the mechanism every bounded table uses.
 """
 
 from __future__ import annotations
@@ -53,8 +54,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind
 
-from exchange.core import tracing
-from exchange.core.db import delete_in_batches
+from exchange.core import retention, tracing
 from exchange.core.errors import ConfigError
 from exchange.core.kafka import partition_for
 from exchange.core.logging import get_logger
@@ -173,6 +173,26 @@ class Outbox:
             " ORDER BY o.created_at LIMIT $2 FOR UPDATE SKIP LOCKED))"
         )
 
+    @property
+    def retention_rule(self) -> retention.Rule | None:
+        """The outbox as a bounded table (None without a retention): published rows older than
+        `retention_seconds` go; the oldest row's age is read through the `created_at` index."""
+        if self.retention_seconds is None:
+            return None
+        expired = (
+            f"SELECT count(*) FROM {self.table} AS o WHERE o.created_at < now() - make_interval(secs => $1)"
+            f" AND NOT EXISTS (SELECT FROM {self.pending_table} AS p WHERE p.seq = o.seq)"
+        )
+        return retention.Rule(
+            self.table,
+            float(self.retention_seconds),
+            delete_sql=self.prune_sql,
+            expired_sql=expired,
+            oldest_sql=f"SELECT extract(epoch FROM now() - min(created_at))::float8 FROM {self.table}",
+            params=(float(self.retention_seconds),),
+            batch=self.prune_batch,
+        )
+
 
 class OutboxRelay:
     """One relay loop over a pool; `run(stop)` until `stop` is set, then `close()`.
@@ -180,7 +200,8 @@ class OutboxRelay:
     Give either `producer` (shared, started and stopped by its owner) or `producer_factory` (the
     relay starts it lazily and drops it after a failure). `listen_dsn` opens the LISTEN connection
     when the outbox has a channel. `published` and `errors` count published rows and failed attempts;
-    `pruned` counts rows deleted by retention.
+    `pruned` counts rows deleted by retention; `tables` (shared gauges of bounded tables) hears the
+    outbox's size and oldest row after each prune.
     """
 
     def __init__(
@@ -194,6 +215,7 @@ class OutboxRelay:
         published: Counter | None = None,
         errors: Counter | None = None,
         pruned: Counter | None = None,
+        tables: retention.TableMetrics | None = None,
     ) -> None:
         if (producer is None) == (producer_factory is None):
             raise ConfigError("an outbox relay needs exactly one of producer and producer_factory")
@@ -204,7 +226,9 @@ class OutboxRelay:
         self._listen_dsn = listen_dsn if outbox.channel else None
         self._published = published
         self._errors = errors
-        self._pruned = pruned
+        rule = outbox.retention_rule
+        also = {outbox.table: pruned.inc} if pruned is not None else None
+        self.pruner = None if rule is None else retention.Pruner(pool, [rule], outbox.prune_seconds, tables, also)
         self.wake = asyncio.Event()
         self._listener: asyncpg.Connection | None = None
         self._listening: bool | None = None  # None: not known (the gate's flag may say either)
@@ -282,28 +306,14 @@ class OutboxRelay:
 
     async def prune(self) -> int:
         """Delete the rows published longer ago than the retention, batch by batch; returns how many."""
-        retention = self.outbox.retention_seconds
-        if retention is None:
+        if self.pruner is None:
             return 0
-        counted = self._pruned.inc if self._pruned is not None else None
-        return await delete_in_batches(
-            self.pool, self.outbox.prune_sql, float(retention), batch=self.outbox.prune_batch, deleted=counted
-        )
-
-    async def _prune_forever(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            try:
-                await self.prune()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Postgres down: the next round retries
-                log.warning("outbox_prune_failed", table=self.outbox.table, error_class=type(exc).__name__)
-            await sleep_or(stop, self.outbox.prune_seconds)
+        return (await self.pruner.round())[self.outbox.table]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Publish (and, with a retention, prune) until `stop` is set; errors are counted, back off
         and retry."""
-        pruner = asyncio.create_task(self._prune_forever(stop)) if self.outbox.retention_seconds is not None else None
+        pruner = asyncio.create_task(self.pruner.run(stop)) if self.pruner is not None else None
         try:
             await self._publish_forever(stop)
         finally:

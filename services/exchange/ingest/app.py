@@ -12,6 +12,7 @@ from exchange.core.auth import JWTVerifier
 from exchange.core.contracts import load_document
 from exchange.core.db import create_pool, pool_readiness
 from exchange.core.http import create_service_app
+from exchange.core.retention import Pruner
 from exchange.core.settings import load
 from exchange.core.startup import until_up
 from exchange.core.storage import bucket_readiness, ensure_bucket, s3_client
@@ -19,6 +20,7 @@ from exchange.ingest.idempotency import IdempotencyStore
 from exchange.ingest.metrics import IngestMetrics
 from exchange.ingest.migrations import upgrade_async
 from exchange.ingest.relay import OutboxRelay
+from exchange.ingest.retention import api_rules
 from exchange.ingest.routes import ROUTES, IngestContext
 from exchange.ingest.s3put import S3Putter
 from exchange.ingest.settings import IngestSettings
@@ -62,9 +64,12 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             app.state.readiness.update(postgres=pool_readiness(pool), s3=bucket_readiness(s3, settings.s3_bucket_raw))
             stop = asyncio.Event()
             tasks = [asyncio.create_task(metrics.refresh_forever(pool))]
-            if settings.ingest_idempotency_purge_seconds > 0:
-                every = settings.ingest_idempotency_purge_seconds
-                tasks.append(asyncio.create_task(keys.purge_forever(every, metrics.keys_purged.inc)))
+            if settings.ingest_idempotency_purge_seconds > 0:  # expired keys and audit rows (ADR 0013)
+                pruner = Pruner(
+                    pool, api_rules(settings), settings.ingest_idempotency_purge_seconds, metrics=metrics.tables,
+                    also={"ingest.idempotency_keys": metrics.keys_purged.inc},
+                )  # fmt: skip
+                tasks.append(asyncio.create_task(pruner.run(stop)))
             if settings.ingest_relay_in_process:
                 relay = OutboxRelay(settings, pool, metrics)
                 stack.push_async_callback(relay.close)

@@ -8,23 +8,22 @@ with 409 `idempotency-key-reused` (use another key); while the first request sti
 request crashed is taken over after `lock_seconds`; an expired key (after `ttl_seconds`) starts
 afresh. The success path completes the claim inside the record transaction (see store.py);
 stored errors complete it here; a 5xx releases it (the row is deleted, nothing remains). Expired
-rows mean nothing any more (a new claim overwrites them), so `purge_expired` deletes them in
-batches: the table, stored response bodies included, stays about one TTL of traffic in size.
+rows mean nothing any more (a new claim overwrites them), so the ingest process's retention job
+(`exchange.ingest.retention`, ADR 0013) deletes them in batches: the table, stored response
+bodies included, stays about one TTL of traffic in size.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import re
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import asyncpg
 
 from exchange.core.batching import Coalescer
-from exchange.core.db import DB_ERRORS, delete_in_batches
+from exchange.core.db import delete_in_batches
 from exchange.core.errors import BadRequest, Conflict
 from exchange.core.logging import get_logger
 
@@ -142,13 +141,15 @@ UPDATE ingest.idempotency_keys
 # Oldest first through the expires_at index; SKIP LOCKED leaves rows a claim is taking over to it,
 # so several ingest replicas may purge at once. An expired in-flight row is deleted only once its
 # lock has lapsed too (with a TTL longer than the lock, always).
-_PURGE = """
+_EXPIRED = "expires_at <= now() AND (state = 'completed' OR locked_until <= now())"
+PURGE_SQL = f"""
 DELETE FROM ingest.idempotency_keys
  WHERE (tenant, key) IN (
        SELECT tenant, key FROM ingest.idempotency_keys
-        WHERE expires_at <= now() AND (state = 'completed' OR locked_until <= now())
+        WHERE {_EXPIRED}
         ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
 """
+EXPIRED_SQL = f"SELECT count(*) FROM ingest.idempotency_keys WHERE {_EXPIRED}"
 _RELEASE = "DELETE FROM ingest.idempotency_keys WHERE tenant = $1 AND key = $2 AND owner = $3 AND state = 'in_flight'"
 
 
@@ -231,18 +232,9 @@ class IdempotencyStore:
         return str(result).endswith(" 1")
 
     async def purge_expired(self, batch: int = 1000) -> int:
-        """Delete every expired key, `batch` rows a statement (short locks); returns how many."""
-        return await delete_in_batches(self.pool, _PURGE, batch=batch)
-
-    async def purge_forever(self, every: float, purged: Callable[[int], object]) -> None:
-        """`purge_expired` every `every` seconds, reporting counts to `purged` (every replica
-        runs one; see `_PURGE`); Postgres errors are logged and the next round retries."""
-        while True:
-            try:
-                purged(await self.purge_expired())
-            except DB_ERRORS as exc:
-                log.warning("idempotency_purge_failed", error_class=type(exc).__name__)
-            await asyncio.sleep(every)
+        """Delete every expired key, `batch` rows a statement (short locks); returns how many. The
+        ingest process's retention job runs the same statement (`exchange.ingest.retention`)."""
+        return await delete_in_batches(self.pool, PURGE_SQL, batch=batch)
 
     async def release(self, claim: Claim) -> None:
         """Forget an in-flight claim so the client may retry with the same key (after a 5xx)."""

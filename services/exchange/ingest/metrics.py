@@ -10,6 +10,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from exchange.core.db import DB_ERRORS
 from exchange.core.logging import get_logger
 from exchange.core.outbox import Outbox
+from exchange.core.retention import TableMetrics
 
 log = get_logger(__name__)
 
@@ -17,7 +18,8 @@ _BACKLOG = Outbox("ingest.outbox").backlog_sql
 
 
 class IngestMetrics:
-    """Records accepted, outbox backlog and age, relay publishes and publish errors."""
+    """Records accepted, outbox backlog and age, relay publishes and publish errors; size and oldest
+    row of the bounded tables (`tables`, ADR 0013)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.records = Counter(
@@ -50,6 +52,7 @@ class IngestMetrics:
         self.pruned = Counter(
             "ingest_outbox_pruned_total", "Published outbox rows deleted after the retention.", registry=registry
         )
+        self.tables = TableMetrics(registry)
 
     async def refresh_outbox(self, pool: asyncpg.Pool) -> None:
         """Read the backlog gauges from Postgres (see `Outbox.backlog_sql`)."""

@@ -54,6 +54,7 @@ class OutboxRelay(outbox.OutboxRelay):
             published=metrics.published,
             errors=metrics.publish_errors,
             pruned=metrics.pruned,
+            tables=metrics.tables,
         )
         self.settings = settings
         self.metrics = metrics

@@ -2,14 +2,51 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from exchange.core.settings import AuthSettings, DatabaseSettings, KafkaSettings, S3Settings, ServiceSettings
 
 TOPIC = "record.ingested.v1"
+DAY = 86_400
+AUDIT_FLOOR_SECONDS = 30 * DAY
+"""The shortest audit retention migration 0007's trigger allows."""
 
 
-class RelaySettings(ServiceSettings, DatabaseSettings, KafkaSettings):
+class RetentionSettings(ServiceSettings, DatabaseSettings):
+    """How long ingest's tables keep rows (ADR 0013); what `exchange retention run ingest` reads."""
+
+    relay_outbox_retention_seconds: float = Field(
+        7 * 86_400.0,
+        alias="RELAY_OUTBOX_RETENTION_SECONDS",
+        description="Published outbox rows older than this are deleted (7 days default; 0 keeps them all).",
+        ge=0,
+    )
+    relay_prune_seconds: float = Field(
+        60.0, alias="RELAY_PRUNE_SECONDS", description="How often the relay deletes expired outbox rows.", gt=0
+    )
+    ingest_idempotency_ttl_seconds: int = Field(
+        86_400,
+        alias="INGEST_IDEMPOTENCY_TTL_SECONDS",
+        description="How long a key is remembered (24 h default); an expired key is a new key, and its row is deleted.",
+        gt=0,
+    )
+    ingest_audit_retention_seconds: float = Field(
+        6 * 365 * DAY,
+        alias="INGEST_AUDIT_RETENTION_SECONDS",
+        description="Audit rows older than this are deleted (6 years default, HIPAA's documentation retention; "
+        "at least 30 days, the floor the database enforces; 0 keeps them all).",
+        ge=0,
+    )
+
+    @field_validator("ingest_audit_retention_seconds")
+    @classmethod
+    def _audit_floor(cls, value: float) -> float:
+        if 0 < value < AUDIT_FLOOR_SECONDS:
+            raise ValueError("INGEST_AUDIT_RETENTION_SECONDS must be 0 (keep all) or at least 30 days (2592000)")
+        return value
+
+
+class RelaySettings(RetentionSettings, KafkaSettings):
     """Everything `exchange serve relay` reads: Postgres (ingest's role) and Kafka; no S3, no auth."""
 
     ingest_topic: str = Field(TOPIC, alias="INGEST_TOPIC", description="Topic the relay publishes to.")
@@ -22,15 +59,6 @@ class RelaySettings(ServiceSettings, DatabaseSettings, KafkaSettings):
     )
     relay_max_backoff: float = Field(
         30.0, alias="RELAY_MAX_BACKOFF", description="Longest wait between retries while Kafka or Postgres is down."
-    )
-    relay_outbox_retention_seconds: float = Field(
-        7 * 86_400.0,
-        alias="RELAY_OUTBOX_RETENTION_SECONDS",
-        description="Published outbox rows older than this are deleted (7 days default; 0 keeps them all).",
-        ge=0,
-    )
-    relay_prune_seconds: float = Field(
-        60.0, alias="RELAY_PRUNE_SECONDS", description="How often the relay deletes expired outbox rows.", gt=0
     )
     relay_metrics_port: int | None = Field(
         None,
@@ -51,9 +79,6 @@ class IngestSettings(RelaySettings, S3Settings, AuthSettings):
     ingest_max_bulk_lines: int = Field(
         100_000, alias="INGEST_MAX_BULK_LINES", description="Most lines in one NDJSON body (413 beyond)."
     )
-    ingest_idempotency_ttl_seconds: int = Field(
-        86_400, alias="INGEST_IDEMPOTENCY_TTL_SECONDS", description="How long a key is remembered (24 h default)."
-    )
     ingest_idempotency_lock_seconds: int = Field(
         60,
         alias="INGEST_IDEMPOTENCY_LOCK_SECONDS",
@@ -62,7 +87,7 @@ class IngestSettings(RelaySettings, S3Settings, AuthSettings):
     ingest_idempotency_purge_seconds: float = Field(
         300.0,
         alias="INGEST_IDEMPOTENCY_PURGE_SECONDS",
-        description="How often expired keys are deleted (0 turns the purge off).",
+        description="How often the ingest process deletes expired keys and audit rows (0 turns it off).",
         ge=0,
     )
     ingest_raw_prefix: str = Field("raw", alias="INGEST_RAW_PREFIX", description="Key prefix of raw objects.")

@@ -2,9 +2,11 @@
 
 - `dlq_replay`: re-publish dead-lettered events to their original topic (after a fix), with the
   original headers and the attempt count; the DLQ offsets are committed once they are re-sent.
-- `replay`: re-emit `record.ingested.v1` from the raw objects of a tenant in S3 (by upload time),
-  with deterministic event and record ids derived from the object key and line, so replaying
-  twice is a no-op (inbox) and a replay lands on the records the original events created.
+- `replay`: re-emit `record.ingested.v1` from the raw objects in S3 (by upload time; one tenant or
+  all, optionally only some record types; a dry run counts), with deterministic event and record
+  ids derived from the object key and line, so replaying twice is a no-op (inbox) and a replay
+  lands on the records the original events created. A window older than the replay window, which
+  the inbox outlives (ADR 0013), is refused.
 - `verify`: raw objects without canonical records, and canonical records whose raw object is gone.
 """
 
@@ -30,6 +32,7 @@ from exchange.core.kafka import header_map, make_consumer, make_producer, tracep
 from exchange.core.storage import s3_client
 from exchange.normalizer.events import H_ERROR_CLASS, H_TOPIC, INGESTED, derived_id, replay_headers
 from exchange.normalizer.native import INGEST_CONTRACT
+from exchange.normalizer.retention import check_replay_window
 from exchange.normalizer.settings import NormalizerSettings
 
 NDJSON = frozenset({"application/x-ndjson", "application/fhir+ndjson"})
@@ -116,26 +119,38 @@ async def list_raw(s3: Any, bucket: str, prefix: str) -> AsyncIterator[dict[str,
             yield item
 
 
+def _tenant_of(key: str, raw_prefix: str) -> str:
+    """`<raw_prefix>/<tenant>/sha256/…` → tenant (a tenant has no `/`: exchange.core.auth)."""
+    return key[len(raw_prefix) + 1 :].split("/", 1)[0]
+
+
 async def replay(
     settings: NormalizerSettings,
-    tenant: str,
+    tenant: str | None,
     since: datetime,
     until: datetime,
     *,
+    record_types: frozenset[str] | None = None,
+    dry_run: bool = False,
     on_total: Callable[[int], None] | None = None,
     on_object: Callable[[int], None] | None = None,
 ) -> ReplayResult:
-    """Re-emit record.ingested.v1 for a tenant's raw objects uploaded in [since, until)."""
+    """Re-emit record.ingested.v1 for the raw objects uploaded in [since, until): of `tenant` (None:
+    every tenant), only lines whose record type (FHIR `resourceType`, native `record_type`) is in
+    `record_types` (None: all). `dry_run` reads and counts, publishes nothing. Raises ReplayTooOld
+    for a `since` before the replay window (the inbox would not recognise those events)."""
     from exchange.normalizer.native import envelope_validator
 
+    check_replay_window(settings, since)
     result = ReplayResult()
     run_id = uuid.uuid4().hex
     fhir_validator, native_validator, event_check = _fhir_validator(), envelope_validator(), event_validator(INGESTED)
-    producer = make_producer(settings)
-    await producer.start()
+    producer = None if dry_run else make_producer(settings)
+    if producer is not None:
+        await producer.start()
     try:
         async with s3_client(settings) as s3:
-            prefix = f"{settings.raw_prefix}/{tenant}/"
+            prefix = f"{settings.raw_prefix}/{tenant}/" if tenant else f"{settings.raw_prefix}/"
             items = [
                 i async for i in list_raw(s3, settings.s3_bucket_raw, prefix) if since <= i["LastModified"] < until
             ]
@@ -143,6 +158,7 @@ async def replay(
             if on_total:
                 on_total(len(items))
             for item in items:
+                owner = _tenant_of(item["Key"], settings.raw_prefix)
                 response = await s3.get_object(Bucket=settings.s3_bucket_raw, Key=item["Key"])
                 async with response["Body"] as body:
                     data: bytes = await body.read()
@@ -153,7 +169,8 @@ async def replay(
                     if content_type in NDJSON
                     else [(None, data)]
                 )
-                sends = []
+                sends: list[Any] = []  # the broker acks of this object's events
+                emitted = 0
                 for line_no, raw in lines:
                     try:
                         document = orjson.loads(raw)
@@ -164,15 +181,18 @@ async def replay(
                     if not (fhir_validator if fhir else native_validator).is_valid(document):
                         result.skipped_lines += 1  # ingest rejected this line: it never was a record
                         continue
+                    record_type = document["resourceType"] if fhir else document["record_type"]
+                    if record_types is not None and record_type not in record_types:
+                        continue
                     slot = str(line_no or 0)
-                    record_id = derived_id("replay-record", tenant, item["Key"], slot)
+                    record_id = derived_id("replay-record", owner, item["Key"], slot)
                     event = {
-                        "event_id": str(derived_id("replay-event", tenant, item["Key"], slot)),
+                        "event_id": str(derived_id("replay-event", owner, item["Key"], slot)),
                         "event_type": INGESTED,
                         "record_id": str(record_id),
-                        "tenant": tenant,
+                        "tenant": owner,
                         "source_format": "fhir" if fhir else "native",
-                        "record_type": document["resourceType"] if fhir else document["record_type"],
+                        "record_type": record_type,
                         "schema_version": "fhir-r4" if fhir else document["schema_version"],
                         "object": {
                             "bucket": settings.s3_bucket_raw,
@@ -187,6 +207,9 @@ async def replay(
                     }
                     if not event_check.is_valid(event):
                         raise ExchangeError("replay built an event off contract (a bug)")
+                    emitted += 1
+                    if producer is None:
+                        continue  # a dry run
                     sends.append(
                         await producer.send(
                             settings.normalizer_topic,
@@ -203,11 +226,12 @@ async def replay(
                 del data, lines
                 await asyncio.gather(*sends)
                 result.objects += 1
-                result.events += len(sends)
+                result.events += emitted
                 if on_object:
-                    on_object(len(sends))
+                    on_object(emitted)
     finally:
-        await producer.stop()
+        if producer is not None:
+            await producer.stop()
     return result
 
 

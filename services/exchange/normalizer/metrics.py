@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from exchange.core.retention import TableMetrics
+
 
 class NormalizerMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -39,3 +41,4 @@ class NormalizerMetrics:
         self.pruned = Counter(
             "normalizer_outbox_pruned_total", "Published outbox rows deleted after the retention.", registry=registry
         )
+        self.tables = TableMetrics(registry)  # inbox and outbox size and oldest row (ADR 0013)

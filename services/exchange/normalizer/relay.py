@@ -28,6 +28,7 @@ class OutboxRelay(outbox.OutboxRelay):
         batch: int = 500,
         poll: float = 0.5,
         retention: float | None = None,
+        prune: float = 60.0,
         metrics: NormalizerMetrics | None = None,
     ) -> None:
         table = outbox.Outbox(
@@ -37,6 +38,7 @@ class OutboxRelay(outbox.OutboxRelay):
             poll_seconds=poll,
             failure_event="normalized_relay_failed",
             retention_seconds=retention,
+            prune_seconds=prune,
         )
         super().__init__(
             table,
@@ -45,4 +47,5 @@ class OutboxRelay(outbox.OutboxRelay):
             published=metrics.published if metrics else None,
             errors=metrics.publish_errors if metrics else None,
             pruned=metrics.pruned if metrics else None,
+            tables=metrics.tables if metrics else None,
         )

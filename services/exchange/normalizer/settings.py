@@ -14,9 +14,48 @@ SOURCE_TOPIC = "record.ingested.v1"
 DLQ_TOPIC = "record.ingested.v1.dlq"
 NORMALIZED_TOPIC = "record.normalized.v1"
 LOCAL_ID_KEY = "exchange-local-canonical-id-key"  # ENV=local only; refused elsewhere
+DAY = 86_400
 
 
-class NormalizerSettings(ServiceSettings, DatabaseSettings, S3Settings, KafkaSettings):
+class RetentionSettings(ServiceSettings, DatabaseSettings):
+    """How long the normalizer's tables keep rows and how far back a replay may go (ADR 0013); what
+    `exchange retention run normalizer` reads."""
+
+    outbox_retention_seconds: float = Field(
+        7 * 86_400.0,
+        alias="NORMALIZER_OUTBOX_RETENTION_SECONDS",
+        description="Published outbox rows older than this are deleted (7 days default; 0 keeps them all).",
+        ge=0,
+    )
+    inbox_retention_seconds: float = Field(
+        35 * DAY,
+        alias="NORMALIZER_INBOX_RETENTION_SECONDS",
+        description="Event ids older than this leave the inbox (35 days default; 0 keeps them all); must stay "
+        "longer than NORMALIZER_REPLAY_WINDOW_SECONDS, or a replay could process a record twice.",
+        ge=0,
+    )
+    replay_window_seconds: float = Field(
+        30 * DAY,
+        alias="NORMALIZER_REPLAY_WINDOW_SECONDS",
+        description="How far back `exchange replay --since` may go (30 days default; 0: no limit, only with an "
+        "inbox that keeps every event id).",
+        ge=0,
+    )
+    prune_seconds: float = Field(
+        60.0, alias="NORMALIZER_PRUNE_SECONDS", description="How often expired inbox and outbox rows are deleted.", gt=0
+    )
+
+    @model_validator(mode="after")
+    def _inbox_outlives_replay(self) -> RetentionSettings:
+        if self.inbox_retention_seconds and not 0 < self.replay_window_seconds < self.inbox_retention_seconds:
+            raise ValueError(
+                "NORMALIZER_INBOX_RETENTION_SECONDS must be longer than NORMALIZER_REPLAY_WINDOW_SECONDS (a non-zero"
+                " window) or 0: a replay older than the inbox would process records twice"
+            )
+        return self
+
+
+class NormalizerSettings(RetentionSettings, S3Settings, KafkaSettings):
     """Everything `exchange serve normalizer` and the replay/verify commands read."""
 
     tokenizer_url: str = Field(
@@ -72,12 +111,6 @@ class NormalizerSettings(ServiceSettings, DatabaseSettings, S3Settings, KafkaSet
     )
     relay_poll_seconds: float = Field(
         0.5, alias="NORMALIZER_RELAY_POLL_SECONDS", description="Outbox poll interval of the in-process relay."
-    )
-    outbox_retention_seconds: float = Field(
-        7 * 86_400.0,
-        alias="NORMALIZER_OUTBOX_RETENTION_SECONDS",
-        description="Published outbox rows older than this are deleted (7 days default; 0 keeps them all).",
-        ge=0,
     )
 
     @model_validator(mode="after")

@@ -37,6 +37,7 @@ from exchange.core.errors import DependencyError, PoisonError
 from exchange.core.kafka import bootstrap_readiness, header_map, make_consumer, make_producer
 from exchange.core.logging import bind_correlation_id, get_logger
 from exchange.core.probes import ProbeServer, waiting_for
+from exchange.core.retention import Pruner
 from exchange.core.settings import load
 from exchange.core.storage import bucket_readiness, s3_client
 from exchange.normalizer import migrations
@@ -46,6 +47,7 @@ from exchange.normalizer.model import Outcome
 from exchange.normalizer.pipeline import Message, Pipeline
 from exchange.normalizer.raw import RawObjects
 from exchange.normalizer.relay import OutboxRelay
+from exchange.normalizer.retention import inbox_rule
 from exchange.normalizer.settings import NormalizerSettings
 from exchange.normalizer.store import write_batch
 from exchange.normalizer.tokenizer_client import TokenizerClient
@@ -404,8 +406,11 @@ async def _work(
             producer,
             poll=settings.relay_poll_seconds,
             retention=settings.outbox_retention_seconds or None,
+            prune=settings.prune_seconds,
             metrics=metrics,
         )
+        inbox = inbox_rule(settings)
+        pruner = Pruner(pool, [inbox] if inbox else [], settings.prune_seconds, metrics=metrics.tables)
         http = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=4 * settings.s3_timeout, connect=settings.s3_timeout),
             connector=aiohttp.TCPConnector(limit=64),
@@ -415,9 +420,12 @@ async def _work(
         pipeline = Pipeline(raw, tokenizer, settings.id_key)
         worker = Worker(settings, pool, consumer, producer, pipeline, metrics, relay)
         relay_task = asyncio.create_task(relay.run(stop))
+        pruner_task = asyncio.create_task(pruner.run(stop)) if pruner.rules else None
         log.info("normalizer_started", topic=settings.normalizer_topic, group=settings.normalizer_group)
         try:
             await worker.run(stop)
         finally:
             stop.set()
             await relay_task
+            if pruner_task is not None:
+                await pruner_task
