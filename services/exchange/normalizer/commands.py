@@ -18,7 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -32,7 +32,7 @@ from exchange.core.kafka import header_map, make_consumer, make_producer, tracep
 from exchange.core.storage import s3_client
 from exchange.normalizer.events import H_ERROR_CLASS, H_TOPIC, INGESTED, derived_id, replay_headers
 from exchange.normalizer.native import INGEST_CONTRACT
-from exchange.normalizer.retention import check_replay_window
+from exchange.normalizer.retention import check_replay_window, replay_window_start
 from exchange.normalizer.settings import NormalizerSettings
 
 NDJSON = frozenset({"application/x-ndjson", "application/fhir+ndjson"})
@@ -101,6 +101,8 @@ async def dlq_replay(
 
 @dataclass
 class ReplayResult:
+    since: datetime
+    until: datetime
     objects: int = 0
     events: int = 0
     skipped_lines: int = 0
@@ -127,8 +129,8 @@ def _tenant_of(key: str, raw_prefix: str) -> str:
 async def replay(
     settings: NormalizerSettings,
     tenant: str | None,
-    since: datetime,
-    until: datetime,
+    since: datetime | None = None,
+    until: datetime | None = None,
     *,
     record_types: frozenset[str] | None = None,
     dry_run: bool = False,
@@ -137,12 +139,18 @@ async def replay(
 ) -> ReplayResult:
     """Re-emit record.ingested.v1 for the raw objects uploaded in [since, until): of `tenant` (None:
     every tenant), only lines whose record type (FHIR `resourceType`, native `record_type`) is in
-    `record_types` (None: all). `dry_run` reads and counts, publishes nothing. Raises ReplayTooOld
-    for a `since` before the replay window (the inbox would not recognise those events)."""
+    `record_types` (None: all). `since` defaults to the start of the replay window, `until` to now.
+    `dry_run` reads and counts, publishes nothing. Raises ReplayTooOld for a `since` before the
+    replay window (the inbox would not recognise those events), ExchangeError for an empty range."""
     from exchange.normalizer.native import envelope_validator
 
-    check_replay_window(settings, since)
-    result = ReplayResult()
+    now = datetime.now(UTC)
+    since = since or replay_window_start(settings, now)
+    until = until or now
+    if until <= since:
+        raise ExchangeError("--until must be after --since")
+    check_replay_window(settings, since, now)
+    result = ReplayResult(since, until)
     run_id = uuid.uuid4().hex
     fhir_validator, native_validator, event_check = _fhir_validator(), envelope_validator(), event_validator(INGESTED)
     producer = None if dry_run else make_producer(settings)

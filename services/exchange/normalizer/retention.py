@@ -51,12 +51,19 @@ def all_rules(settings: RetentionSettings) -> list[Rule]:
     return [rule for rule in (inbox_rule(settings), outbox_rule(settings)) if rule is not None]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def replay_window_start(settings: RetentionSettings, now: datetime) -> datetime:
+    """The earliest upload time a replay may start from (the epoch when the window is 0)."""
+    window = settings.replay_window_seconds
+    return now - timedelta(seconds=window) if window else _EPOCH
+
+
 def check_replay_window(settings: RetentionSettings, since: datetime, now: datetime | None = None) -> None:
     """Raise ReplayTooOld when `since` is before the replay window (none when the window is 0)."""
     window = settings.replay_window_seconds
-    if not window:
-        return
-    earliest = (now or datetime.now(UTC)) - timedelta(seconds=window)
+    earliest = replay_window_start(settings, now or datetime.now(UTC))
     if since < earliest:
         raise ReplayTooOld(
             f"--since {since.isoformat()} is before the replay window ({window / 86_400:g} days, "

@@ -212,6 +212,7 @@ async def test_expired_keys_are_purged_and_live_or_locked_ones_kept(client, auth
 
 
 async def test_the_ingest_process_purges_on_its_own_and_counts_it(ingest_env, db):
+    """Expired keys and audit rows past their retention (ADR 0013), with the tables' gauges."""
     key = f"purge-{uuid.uuid4()}"
     await db.execute(
         "INSERT INTO ingest.idempotency_keys (tenant, key, fingerprint, owner, state, locked_until, expires_at)"
@@ -219,14 +220,31 @@ async def test_the_ingest_process_purges_on_its_own_and_counts_it(ingest_env, db
         key,
         uuid.uuid4(),
     )
-    app = create_app(IngestSettings(**{**ingest_env, "INGEST_IDEMPOTENCY_PURGE_SECONDS": "0.2", "DB_POOL_MAX": "2"}))
+    old_action, kept_action = f"old-{uuid.uuid4().hex[:8]}", f"kept-{uuid.uuid4().hex[:8]}"
+    for action, age in ((old_action, "400 days"), (kept_action, "300 days")):
+        await db.execute(
+            "INSERT INTO ingest.audit (at, tenant, actor, action, record_id, correlation_id)"
+            f" VALUES (now() - interval '{age}', 'acme', 'a', $1, gen_random_uuid(), 'c')",
+            action,
+        )
+    env = {**ingest_env, "INGEST_IDEMPOTENCY_PURGE_SECONDS": "0.2", "DB_POOL_MAX": "2",
+           "INGEST_AUDIT_RETENTION_SECONDS": str(365 * 86_400)}  # fmt: skip
+    app = create_app(IngestSettings(**env))
+    audit = "SELECT count(*) FROM ingest.audit WHERE action = $1"
     async with LifespanManager(app, startup_timeout=30):
         for _ in range(50):
-            if await _key_state(db, key) is None:
+            if await _key_state(db, key) is None and await db.fetchval(audit, old_action) == 0:
                 break
             await asyncio.sleep(0.1)
         assert await _key_state(db, key) is None
-        assert (app.state.registry.get_sample_value("ingest_idempotency_keys_purged_total") or 0) >= 1
+        assert await db.fetchval(audit, old_action) == 0 and await db.fetchval(audit, kept_action) == 1
+        registry = app.state.registry
+        assert (registry.get_sample_value("ingest_idempotency_keys_purged_total") or 0) >= 1
+        assert (registry.get_sample_value("exchange_retention_deleted_rows_total", {"table": "ingest.audit"}) or 0) >= 1
+        for table in ("ingest.audit", "ingest.idempotency_keys"):
+            assert registry.get_sample_value("exchange_table_rows", {"table": table}) is not None
+        oldest = registry.get_sample_value("exchange_table_oldest_row_age_seconds", {"table": "ingest.audit"})
+        assert oldest is not None and 0 < oldest <= 365 * 86_400
 
 
 async def test_concurrent_requests_share_claim_and_commit_statements_with_per_request_outcomes(

@@ -131,10 +131,11 @@ async def test_replaying_the_raw_zone_twice_leaves_the_canonical_state_identical
     after_second = await stack.canonical_state()
     assert before == after_first == after_second
 
-    # nothing replayed outside the window
+    # nothing replayed outside the window (an hour before the uploads; older than the replay window is refused)
     empty = await asyncio.to_thread(
-        cli, stack, "replay", "--tenant", "acme", "--since", "2001-01-01", "--until", "2001-01-02", "-q"
-    )
+        cli, stack, "replay", "--tenant", "acme", "--since", (datetime.now(UTC) - timedelta(hours=2)).isoformat(),
+        "--until", since, "-q",
+    )  # fmt: skip
     assert "replayed 0 event(s) from 0 raw object(s)" in empty.output
 
     # verify: all good, then an unnormalized raw object and a vanished one are reported (exit 1)
