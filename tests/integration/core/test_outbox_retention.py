@@ -17,6 +17,7 @@ from exchange.core.db import GENERIC_PLANS
 from exchange.core.kafka import make_producer
 from exchange.core.migrations import outbox_pending_queue_v1
 from exchange.core.outbox import Outbox, OutboxRelay
+from exchange.core.retention import TableMetrics
 from exchange.core.settings import KafkaSettings
 from exchange_devtools.engines.kafka import KafkaServer
 from exchange_devtools.engines.postgres import PostgresServer
@@ -75,9 +76,15 @@ async def _counts(pool: asyncpg.Pool) -> tuple[int, int]:
     return row["unpublished"], row["total"] - row["unpublished"]
 
 
-def _relay(pool: asyncpg.Pool, outbox: Outbox, pruned: Counter, bootstrap: str = "127.0.0.1:1") -> OutboxRelay:
+def _relay(
+    pool: asyncpg.Pool,
+    outbox: Outbox,
+    pruned: Counter,
+    bootstrap: str = "127.0.0.1:1",
+    tables: TableMetrics | None = None,
+) -> OutboxRelay:
     settings = KafkaSettings(KAFKA_BOOTSTRAP_SERVERS=bootstrap)
-    return OutboxRelay(outbox, pool, producer_factory=lambda: make_producer(settings), pruned=pruned)
+    return OutboxRelay(outbox, pool, producer_factory=lambda: make_producer(settings), pruned=pruned, tables=tables)
 
 
 async def test_prune_deletes_only_published_rows_older_than_the_retention_batch_by_batch(
@@ -128,7 +135,7 @@ async def test_a_running_relay_publishes_and_prunes(pool: asyncpg.Pool, kafka: K
     registry = CollectorRegistry()
     pruned = Counter("probe_running", "rows pruned", registry=registry)
     outbox = Outbox("retention_probe.outbox", retention_seconds=DAY, prune_seconds=0.2, poll_seconds=0.2)
-    relay = _relay(pool, outbox, pruned, kafka.bootstrap_servers)
+    relay = _relay(pool, outbox, pruned, kafka.bootstrap_servers, TableMetrics(registry))
     stop = asyncio.Event()
     task = asyncio.create_task(relay.run(stop))
     try:
@@ -140,3 +147,9 @@ async def test_a_running_relay_publishes_and_prunes(pool: asyncpg.Pool, kafka: K
         await asyncio.wait_for(task, 15)
         await relay.close()
     assert registry.get_sample_value("probe_running_total") == 5
+    # the shared bounded-table gauges (ADR 0013): the oldest row left is the recent one, 120 s old
+    label = {"table": "retention_probe.outbox"}
+    assert registry.get_sample_value("exchange_retention_deleted_rows_total", label) == 5
+    oldest = registry.get_sample_value("exchange_table_oldest_row_age_seconds", label)
+    assert oldest is not None and 120 <= oldest < 3600
+    assert registry.get_sample_value("exchange_table_rows", label) is not None

@@ -40,9 +40,10 @@ BEGIN
     IF retention_seconds IS NULL OR retention_seconds < 30 * 86400 THEN
         RAISE EXCEPTION 'audit retention must be at least 30 days' USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    -- No row lock in the scan: it would write to the `batch` oldest rows each round, young ones
+    -- included. A concurrent prune's DELETE waits for this one and finds the rows gone.
     DELETE FROM ingest.audit WHERE id IN (
-        SELECT first.id FROM (SELECT a.id, a.at FROM ingest.audit AS a ORDER BY a.id LIMIT batch
-                              FOR UPDATE SKIP LOCKED) AS first
+        SELECT first.id FROM (SELECT a.id, a.at FROM ingest.audit AS a ORDER BY a.id LIMIT batch) AS first
          WHERE first.at < now() - make_interval(secs => retention_seconds));
     GET DIAGNOSTICS deleted = ROW_COUNT;
     RETURN deleted;
