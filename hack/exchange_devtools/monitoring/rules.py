@@ -50,6 +50,10 @@ class Timings:
     """How long p99 stays too high before the latency alert fires."""
     down_for: str = "2m"
     """How long a scrape target is down before the alert fires."""
+    retention_slack_seconds: int = 3600
+    """A bounded table's oldest row older than its retention by more than this: its job is not running."""
+    behind_for: str = "30m"
+    """How long a table stays behind its retention before the alert fires."""
 
     @classmethod
     def fast(cls) -> Timings:
@@ -57,6 +61,7 @@ class Timings:
         return cls(
             rate_window="15s", growth_window="15s", growing_for="5s", outbox_max_age_seconds=10, stale_for="3s",
             lag_min=0, dlq_window="30s", errors_for="5s", latency_for="5s", down_for="5s",
+            retention_slack_seconds=10, behind_for="5s",
         )  # fmt: skip
 
 
@@ -204,6 +209,19 @@ def alert_rules(t: Timings) -> list[dict[str, Any]]:
             "The tokenizer answers 5xx, or the normalizer's calls to it fail, in {{ $labels.pipeline }}.",
             "The normalizer backs off and retries (no record is lost); check the tokenizer's /readyz, its "
             "secret, and the normalizer's credentials (401/403 after a rotation).",
+        ),
+        _alert(
+            "ExchangeTableRetentionBehind",
+            f"max by ({BY}, table) (exchange_table_oldest_row_age_seconds - exchange_table_retention_seconds)"
+            f" > {t.retention_slack_seconds}",
+            t.behind_for,
+            "warning",
+            "{{ $labels.table }} keeps rows past its retention",
+            "The oldest row of {{ $labels.table }} in {{ $labels.pipeline }} is {{ $value | humanizeDuration }} "
+            "past its retention.",
+            "The process that owns the table logs retention_failed with an error class; `exchange retention run "
+            "ingest|normalizer --dry-run` counts what is due (ADR 0013). An outbox keeps unpublished rows however "
+            "old: see ExchangeOutboxStale first.",
         ),
         _alert(
             "ExchangeOperatorReconcileErrors",

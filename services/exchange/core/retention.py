@@ -103,6 +103,8 @@ class TableStats:
     """Estimated rows (`pg_class.reltuples`)."""
     oldest_age_seconds: float
     """Age of the oldest row, 0 when the table is empty."""
+    retention_seconds: float
+    """The table's retention (the rule's), so an alert can compare the two."""
 
 
 async def stats(pool: asyncpg.Pool, rules: Sequence[Rule]) -> dict[str, TableStats]:
@@ -111,14 +113,14 @@ async def stats(pool: asyncpg.Pool, rules: Sequence[Rule]) -> dict[str, TableSta
     for rule in rules:
         rows = await pool.fetchval(_ROWS_SQL, rule.table)
         oldest = await pool.fetchval(rule.oldest_sql, *rule.oldest_params)
-        result[rule.table] = TableStats(float(rows or 0), max(float(oldest or 0), 0.0))
+        result[rule.table] = TableStats(float(rows or 0), max(float(oldest or 0), 0.0), rule.retention_seconds)
     return result
 
 
 class TableMetrics:
-    """`exchange_table_rows` and `exchange_table_oldest_row_age_seconds` by table (read from
-    Postgres by whichever process last looked: `mostrecent` across server processes), and
-    `exchange_retention_deleted_rows_total` by table."""
+    """`exchange_table_rows`, `exchange_table_oldest_row_age_seconds` and
+    `exchange_table_retention_seconds` by table (read from Postgres by whichever process last
+    looked: `mostrecent` across server processes), and `exchange_retention_deleted_rows_total`."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.rows = Gauge(
@@ -129,6 +131,10 @@ class TableMetrics:
             "exchange_table_oldest_row_age_seconds", "Age of the oldest row of a bounded table (0 when empty).",
             ["table"], registry=registry, multiprocess_mode="mostrecent",
         )  # fmt: skip
+        self.retention = Gauge(
+            "exchange_table_retention_seconds", "Retention of a bounded table (rows older are deleted).", ["table"],
+            registry=registry, multiprocess_mode="mostrecent",
+        )  # fmt: skip
         self.deleted = Counter(
             "exchange_retention_deleted_rows_total", "Rows deleted by retention, by table.", ["table"],
             registry=registry,
@@ -138,6 +144,7 @@ class TableMetrics:
         for table, stat in found.items():
             self.rows.labels(table).set(stat.rows)
             self.oldest.labels(table).set(stat.oldest_age_seconds)
+            self.retention.labels(table).set(stat.retention_seconds)
 
 
 class Pruner:
