@@ -52,6 +52,53 @@ def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
     return False
 
 
+def port_bindable(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a server could listen on host:port now. Binds as servers do (SO_REUSEADDR), so
+    the connections of a stopped server left in TIME_WAIT do not count, only a live socket does."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def port_listener(port: int) -> str | None:
+    """Who listens on TCP `port` (any address): "pid 123 (java)", "another user's process" when
+    the socket's owner is not visible, None when nothing listens. Linux: /proc/net/tcp{,6}."""
+    sockets = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                fields = line.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    sockets.add(f"socket:[{fields[9]}]")
+    if not sockets:
+        return None
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if any(os.readlink(fd) in sockets for fd in (proc / "fd").iterdir()):
+                    return f"pid {proc.name} ({(proc / 'comm').read_text().strip()})"
+    return "another user's process"
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process `pid` runs. A zombie (exited, not yet reaped) does not; a thread group
+    leader that exited first is a zombie while its other threads, which may still hold its
+    sockets, finish: those count."""
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return False
+    for task in tasks:
+        with contextlib.suppress(OSError, IndexError):
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return True
+    return False
+
+
 def java_binary(installer: str) -> str:
     """`$JAVA_HOME/bin/java` or the java on PATH (17+; the install scripts check the version)."""
     home = os.environ.get("JAVA_HOME")
@@ -196,13 +243,11 @@ def stop_pid(pid: int, timeout: float = 15.0, *, sig: int = signal.SIGTERM, grou
         return False
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
         # Reap our own child if it is one; ignore when it is not.
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
+        if not pid_alive(pid):
+            return True
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL) if group else os.kill(pid, signal.SIGKILL)

@@ -26,6 +26,7 @@ from exchange_devtools.engines.base import (
     EngineProcess,
     free_port,
     java_binary,
+    port_bindable,
     run,
 )
 
@@ -189,9 +190,7 @@ def _previous_port(value: str | None) -> int | None:
         return None
     with contextlib.suppress(ValueError):
         port = int(value.rsplit(":", 1)[-1])
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", port))
-        return port
+        return port if port_bindable(port) else None
     return None
 
 

@@ -16,7 +16,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import stat
 import subprocess
 import time
@@ -29,6 +28,7 @@ from exchange_devtools.engines.base import (
     EngineError,
     EngineProcess,
     free_port,
+    port_bindable,
     run,
 )
 
@@ -216,7 +216,7 @@ def postgres_server(
     if port is None and port_file.exists():
         with contextlib.suppress(ValueError):
             previous = int(port_file.read_text().strip())
-            if _bindable(previous):
+            if port_bindable(previous):
                 port = previous
     if port is None:
         port = free_port()
@@ -280,15 +280,6 @@ def _children(ppid: int) -> list[int]:
                 if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == ppid:
                     found.append(int(entry.name))
     return found
-
-
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def _initdb(

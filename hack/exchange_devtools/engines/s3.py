@@ -11,12 +11,18 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from exchange_devtools.engines.base import CACHE_DIR, EngineError, EngineProcess, free_port, java_binary
+from exchange_devtools.engines.base import (
+    CACHE_DIR,
+    EngineError,
+    EngineProcess,
+    free_port,
+    java_binary,
+    port_bindable,
+)
 
 S3PROXY_VERSION = "3.0.0"  # keep equal to hack/install/s3.sh
 INSTALLER = "s3.sh"
@@ -129,9 +135,7 @@ class S3Server:
 def _previous_port(path: Path) -> int | None:
     with contextlib.suppress(ValueError, OSError):
         port = int(path.read_text().strip())
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", port))
-        return port
+        return port if port_bindable(port) else None
     return None
 
 
