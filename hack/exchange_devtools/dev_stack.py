@@ -103,7 +103,12 @@ SERVICES: dict[str, Service] = {
 def port_plan() -> dict[str, int]:
     """The stack's ports: those recorded in `.dev/ports.json`, the missing ones added and recorded."""
     path = STATE / "ports.json"
-    plan: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+    try:
+        plan: dict[str, int] = json.loads(path.read_text()) if path.exists() else {}
+        if not all(isinstance(port, int) for port in plan.values()):
+            raise ValueError
+    except (OSError, ValueError, AttributeError) as exc:
+        raise EngineError(f"{path}: not a JSON object of port numbers; fix or delete it") from exc
     base_text = os.environ.get(PORT_BASE_VAR, "").strip()
     if base_text and not (base_text.isdigit() and 1024 <= int(base_text) <= 65535 - len(PORTS)):
         raise EngineError(f"{PORT_BASE_VAR}={base_text!r}: expected a port from 1024 to {65535 - len(PORTS)}")
@@ -287,7 +292,8 @@ def _fingerprint(env: dict[str, str]) -> str:
 
 
 def _service_state(name: str, port: int, env: dict[str, str]) -> str:
-    """ "running" (answering, with this env), "changed" (answering, started with another env) or "dead"."""
+    """Whether the service is "running" (answering, started with this env), "changed" (answering,
+    started with another env) or "dead"."""
     workdir = STATE / "services"
     if not _running(workdir / f"{name}.pid", port):
         return "dead"

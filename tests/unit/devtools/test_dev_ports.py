@@ -59,3 +59,10 @@ def test_a_port_base_out_of_range_is_one_line(state: Path, monkeypatch: pytest.M
     monkeypatch.setenv(dev_stack.PORT_BASE_VAR, base)
     with pytest.raises(EngineError, match=f"^{dev_stack.PORT_BASE_VAR}='{base}': expected a port from 1024 to"):
         dev_stack.port_plan()
+
+
+@pytest.mark.parametrize("text", ["{", "[]", '{"s3": "x"}'])
+def test_a_broken_ports_file_is_one_line(state: Path, text: str) -> None:
+    (state / "ports.json").write_text(text)
+    with pytest.raises(EngineError, match=r"ports\.json: not a JSON object of port numbers; fix or delete it$"):
+        dev_stack.port_plan()
