@@ -185,7 +185,7 @@ def _engine(
     env_file = workdir / "env.json"
     pid_file = workdir / f"{name}.pid"
     if _running(pid_file, plan[ports[0]]) and env_file.exists():
-        print(f"  {name:<10} already running  :{plan[ports[0]]}")
+        print(f"  {name:<17} already running  :{plan[ports[0]]}")
         env: dict[str, str] = json.loads(env_file.read_text())
         return env, False
     _stop_leftover(pid_file)
@@ -196,7 +196,7 @@ def _engine(
     env = server.env()
     env_file.write_text(json.dumps(env))
     print(
-        f"  {name:<10} ready in {time.monotonic() - started:4.1f}s  :{plan[ports[0]]}  (log: {server.engine.log_path})"
+        f"  {name:<17} ready in {time.monotonic() - started:4.1f}s  :{plan[ports[0]]}  (log: {server.engine.log_path})"
     )
     return env, True
 
@@ -309,7 +309,7 @@ def _start_service(name: str, service: Service, port: int, env: dict[str, str]) 
     url = f"http://127.0.0.1:{port}" if service.http else f"worker, probes on :{port}"
     state = _service_state(name, port, env)
     if state == "running":
-        return f"  {name:<10} already running  {url}"
+        return f"  {name:<17} already running  {url}"
     _stop_leftover(pid_file)
     _claim({service.port: port})
 
@@ -323,7 +323,7 @@ def _start_service(name: str, service: Service, port: int, env: dict[str, str]) 
     proc.start()
     (workdir / f"{name}.env.sha256").write_text(_fingerprint(env) + "\n")
     why = "  restarted: its settings changed" if state == "changed" else ""
-    return f"  {name:<10} {url}  (log: {proc.log_path}){why}"
+    return f"  {name:<17} {url}  (log: {proc.log_path}){why}"
 
 
 def _exists(module: str) -> bool:
@@ -384,7 +384,7 @@ def up(argv: list[str]) -> int:
         lines = {name: pool.submit(_start_service, name, service, plan[service.port], envs[name])
                  for name, service in built.items()}  # fmt: skip
     for name, service in SERVICES.items():
-        print(lines[name].result() if name in lines else f"  {name:<10} not built yet (no {service.module})")
+        print(lines[name].result() if name in lines else f"  {name:<17} not built yet (no {service.module})")
     _scrape_targets(list(built), plan)
     print(f"metrics:     {env['PROMETHEUS_URL']} scrapes {', '.join(built)}")
     shown = env_file.relative_to(REPO_ROOT) if env_file.is_relative_to(REPO_ROOT) else env_file
