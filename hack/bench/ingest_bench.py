@@ -516,7 +516,10 @@ def main() -> int:
     parser.add_argument(
         "--workers", type=int, default=1, help="uvicorn worker processes: 1 as `make dev` (1 with --profile)"
     )
-    parser.add_argument("--fsync", action="store_true", help="durable Postgres (fsync on); default off")
+    parser.add_argument(
+        "--fsync", action=argparse.BooleanOptionalAction, default=True,
+        help="durable Postgres, as production runs it (default); --no-fsync for quick A/B runs",
+    )  # fmt: skip
     parser.add_argument("--profile", action="store_true", help="run the server under pyinstrument")
     parser.add_argument(
         "--data-dir",

@@ -155,7 +155,7 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="query-bench-"))
     os.chmod(work, 0o755)
-    pg = postgres_server(work / "pg", durable=False).start()
+    pg = postgres_server(work / "pg", durable=True).start()  # as production runs it
     proc = None
     try:
         started = time.perf_counter()
