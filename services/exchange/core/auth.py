@@ -12,9 +12,8 @@ kids cannot hammer the issuer). `Bearer dev` is accepted only when ENV=local.
 
 A token that verified is remembered (`JWT_CACHE_SECONDS`, `JWT_CACHE_SIZE`) and accepted again
 without re-verifying it, never past its `exp` plus the leeway: a partner sends the same token
-with every request until it expires, and verifying one costs ~0.2-0.3 ms of CPU (PyJWT's parsing
-and claim checks, then the signature; `make bench-auth`), which made an ingest request cost
-0.37-0.47 ms more than with `Bearer dev`; a hit costs ~3 µs. Only the exact token string hits; a
+with every request until it expires, and verifying one costs ~0.2-0.3 ms of CPU against ~3 µs for
+a hit (`make bench-auth`). Only the exact token string hits; a
 token that failed is verified again each time. A key removed from the JWKS stops being
 accepted within `JWKS_CACHE_SECONDS` + `JWT_CACHE_SECONDS`.
 """

@@ -78,15 +78,10 @@ async def _reset_if_failed(conn: asyncpg.Connection) -> None:
 
 
 # Settings of a pool whose statements are all key lookups, batched through arrays: plan once, and
-# never plan a whole-table scan or hash join. A generic plan is made on first use, with the table
-# sizes of that moment; made while ingest's tables were small, the claim and commit plans
-# seq-scanned `idempotency_keys` and hash-joined it, and kept doing so as the table grew (the plan
-# stays cached until an ANALYZE invalidates it): 8,600 rows scanned per statement ten seconds
-# into a benchmark, ~1.3 ms of Postgres CPU per statement instead of ~0.1 ms.
-# A statement that still needs a disabled plan type (a count of a whole table) gets its cost
-# raised by ~1e10, always above `jit_above_cost`: with JIT on, Postgres compiled it with LLVM on
-# every execution (the outbox backlog gauge, every 5 s from each ingest process: ~2 % of the
-# machine's CPU in a benchmark). Key lookups never gain from JIT, so these pools turn it off.
+# never as a whole-table scan or hash join (a generic plan made while the tables were small kept
+# seq-scanning them: ~1.3 ms of Postgres CPU a statement instead of ~0.1; ADR 0002). JIT is off: a
+# statement that still needs a disabled plan type costs above `jit_above_cost` and was compiled on
+# every execution.
 GENERIC_PLANS = {
     "plan_cache_mode": "force_generic_plan",
     "enable_seqscan": "off",

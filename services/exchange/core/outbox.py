@@ -417,9 +417,8 @@ async def produce(
 
     The rows are appended to one record batch per topic partition, chosen as Kafka's default
     partitioner chooses by key (the record id), and each batch is handed to the idempotent producer
-    whole: `send()` per message cost 43-49 µs of the relay's CPU, batches 18-19 (500 rows of
-    ~700 bytes over 6 partitions). Rows of one partition keep their order; a full batch is sent
-    and the next one started.
+    whole (the relay's CPU a row 18-19 µs against 43-49 with `send()` per message; ADR 0002). Rows
+    of one partition keep their order; a full batch is sent and the next one started.
     """
     partitions: dict[str, list[int]] = {}
     batches: dict[tuple[str, int], BatchBuilder] = {}

@@ -1,15 +1,10 @@
 """A lean S3 PUT for the ingest hot path: an AWS SigV4 signature over pooled keep-alive connections.
 
-Why not the whole aiobotocore client here: its request pipeline (parameter validation,
-serialisation, event hooks, checksums) costs ~0.9 ms of CPU per PutObject, about four times
-s3proxy's own work per PUT and the largest cost of an ingest request on a 2-core machine.
-
-Why not botocore's `S3SigV4Auth` either: it builds an `AWSRequest` (email-message headers, URL
-parsing several times over) and costs ~85 µs per PUT, a tenth of ingest's CPU per request.
-`SigV4` signs the one request shape ingest sends (path-style PUT, no query string, static
-credentials) in ~10 µs with the day's signing key cached. botocore stays the reference: a unit
-test checks the two produce the same Authorization header, and the real S3 server checks every
-signature in the integration tests.
+Not the aiobotocore client: its request pipeline cost ~0.9 ms of CPU a PutObject, the largest
+cost of an ingest request (ADR 0002, decision 8). `SigV4` signs the one request shape ingest sends
+(path-style PUT, static credentials) with the day's signing key cached; botocore stays the
+reference: a unit test checks both produce the same Authorization header, and the real S3 server
+checks every signature in the integration tests.
 
 Why not aiohttp's client under it: its per-request machinery cost ~20 % of ingest's CPU per
 request; `exchange.core.http1` sends the head and body in one write and parses the answer with

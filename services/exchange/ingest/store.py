@@ -97,16 +97,12 @@ def build_event(
 
 
 def uuid7_strings(count: int) -> list[str]:
-    """`count` time-ordered (version 7, RFC 9562) UUIDs as canonical text: the current Unix time
-    in milliseconds, then 74 random bits, all from one urandom call (~5x cheaper per id than
-    `str(uuid.uuid4())`, which showed up per line in bulk ingest).
+    """`count` time-ordered (version 7, RFC 9562) UUIDs as canonical text: the Unix time in
+    milliseconds, then 74 random bits, all from one urandom call.
 
-    Record and event ids are the keys of the outbox's primary and unique indexes: time-ordered,
-    each insert lands at the right-hand edge of the index instead of on a random page, which in a
-    Postgres-only replay of bulk commits and relay batches cost 37-43 µs of Postgres CPU a record
-    against 40-54 with random ids, at 300k rows (a random key's page is ever less likely to be in
-    memory as the table grows). The ids reveal when the record arrived, to the millisecond, as
-    `received_at` already does."""
+    Time-ordered keys land at the right-hand edge of the outbox's indexes instead of on random
+    pages (Postgres CPU a bulk record 37-43 µs against 40-54 with v4 at 300k rows; ADR 0002). They
+    reveal the arrival time to the millisecond, as `received_at` already does."""
     ts = f"{time.time_ns() // 1_000_000:012x}"
     head = f"{ts[:8]}-{ts[8:]}-7"  # unix_ts_ms, then the version
     h = os.urandom(10 * count).hex()  # 20 hex digits an id: 74 random bits are used
