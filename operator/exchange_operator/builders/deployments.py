@@ -143,25 +143,5 @@ def build_deployment(spec: ExchangePipelineSpec, meta: Meta, component: str) -> 
     }
 
 
-def build_ingest_deployment(spec: ExchangePipelineSpec, meta: Meta) -> Manifest:
-    return build_deployment(spec, meta, "ingest")
-
-
-def build_relay_deployment(spec: ExchangePipelineSpec, meta: Meta) -> Manifest:
-    return build_deployment(spec, meta, "relay")
-
-
-def build_tokenizer_deployment(spec: ExchangePipelineSpec, meta: Meta) -> Manifest:
-    return build_deployment(spec, meta, "tokenizer")
-
-
-def build_normalizer_deployment(spec: ExchangePipelineSpec, meta: Meta) -> Manifest:
-    return build_deployment(spec, meta, "normalizer")
-
-
-def build_query_deployment(spec: ExchangePipelineSpec, meta: Meta) -> Manifest:
-    return build_deployment(spec, meta, "query")
-
-
 def build_deployments(spec: ExchangePipelineSpec, meta: Meta) -> list[Manifest]:
     return [build_deployment(spec, meta, c) for c in COMPONENTS]

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from exchange.cli import bootstrap, ingest, normalizer, retention, tokenize
 from exchange.core.errors import ConfigError, ExchangeError
 
 if TYPE_CHECKING:
@@ -72,14 +73,12 @@ GRANTS: list[str] = [
 ]
 
 
-def resolve(target: str, *, optional: bool = False) -> Callable[..., Any] | None:
-    """Import `module:attribute`; a component not built yet is a one-line ConfigError."""
+def resolve(target: str) -> Callable[..., Any]:
+    """Import `module:attribute` when the command needs it; a missing dependency is a one-line ConfigError."""
     module_name, _, attr = target.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if optional and exc.name and module_name.startswith(exc.name):
-            return None
         raise ConfigError(f"{module_name} is not available: {exc.name} missing") from exc
     fn: Callable[..., Any] = getattr(module, attr)
     return fn
@@ -161,40 +160,25 @@ def migrate() -> None:
         )
         dsn = settings.database_url.get_secret_value()
         for target in MIGRATIONS:
-            upgrade = resolve(target, optional=True)
-            if upgrade is not None:
-                result = upgrade(dsn)
-                if asyncio.iscoroutine(result):
-                    asyncio.run(result)
-                typer.echo(f"migrated: {target.split(':')[0]}")
+            result = resolve(target)(dsn)
+            if asyncio.iscoroutine(result):
+                asyncio.run(result)
+            typer.echo(f"migrated: {target.split(':')[0]}")
         for target in GRANTS:
-            grant = resolve(target, optional=True)
-            if grant is not None:
-                done = grant()
-                state = "skipped (role absent)" if done is False else "granted"
-                typer.echo(f"{state}: {target.split(':')[0]}")
+            done = resolve(target)()
+            state = "skipped (role absent)" if done is False else "granted"
+            typer.echo(f"{state}: {target.split(':')[0]}")
     except ExchangeError as exc:
         raise fail(str(exc)) from None
 
 
-def _register_optional(name: str, target: str, *, group: bool = False) -> None:
-    """Attach a sub-command or sub-app from a service package when it is present."""
-    found = resolve(target, optional=True)
-    if found is None:
-        return
-    if group:
-        app.add_typer(found, name=name)  # type: ignore[arg-type]
-    else:
-        app.command(name)(found)
-
-
-_register_optional("bootstrap", "exchange.cli.bootstrap:bootstrap_command")
-_register_optional("tokenize", "exchange.cli.tokenize:tokenize_app", group=True)
-_register_optional("ingest", "exchange.cli.ingest:app", group=True)
-_register_optional("dlq", "exchange.cli.normalizer:dlq_app", group=True)
-_register_optional("replay", "exchange.cli.normalizer:replay_command")
-_register_optional("verify", "exchange.cli.normalizer:verify_command")
-_register_optional("retention", "exchange.cli.retention:app", group=True)
+app.command("bootstrap")(bootstrap.bootstrap_command)
+app.add_typer(tokenize.tokenize_app, name="tokenize")
+app.add_typer(ingest.app, name="ingest")
+app.add_typer(normalizer.dlq_app, name="dlq")
+app.command("replay")(normalizer.replay_command)
+app.command("verify")(normalizer.verify_command)
+app.add_typer(retention.app, name="retention")
 
 
 def main() -> None:

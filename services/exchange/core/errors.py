@@ -101,10 +101,6 @@ class Forbidden(ProblemError):
     status, title, type_slug = 403, "Forbidden", "forbidden"
 
 
-class NotFound(ProblemError):
-    status, title, type_slug = 404, "Not Found", "not-found"
-
-
 class Conflict(ProblemError):
     status, title, type_slug = 409, "Conflict", "conflict"
 

@@ -14,10 +14,8 @@ from typing import Any
 
 from exchange.core.errors import PoisonError
 
-MAX_CODE = 128
-MAX_SYSTEM = 255
-_SYSTEM = re.compile(r"^\S{1,255}$")
-_CODE = re.compile(r"^[^\r\n\t]{1,128}$")
+_SYSTEM = re.compile(r"^\S{1,255}$")  # a code system: a URI without whitespace
+_CODE = re.compile(r"^[^\r\n\t]{1,128}$")  # a code: one short line
 _PARTIAL = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?$")
 _REF = re.compile(r"^(?:.*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/.*)?$")
 

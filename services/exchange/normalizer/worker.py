@@ -334,9 +334,6 @@ async def run() -> None:
     await serve(settings, stop)
 
 
-run_from_env = run
-
-
 async def serve(settings: NormalizerSettings, stop: asyncio.Event, registry: CollectorRegistry | None = None) -> None:
     """Run the worker (and its outbox relay) until `stop` is set.
 

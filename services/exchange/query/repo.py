@@ -38,7 +38,6 @@ FACTS: dict[str, FactTable] = {
     "allergy_intolerances": FactTable("allergy_intolerances", "recorded_at"),
     "procedures": FactTable("procedures", "performed_start"),
 }
-ENTITY_TABLES = ("patients", *FACTS)
 TOKEN_COLUMNS = ("t1", "t2", "t3", "t4", "t5")
 BUCKETS = frozenset({"hour", "day", "week", "month", "year"})
 

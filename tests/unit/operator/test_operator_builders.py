@@ -7,7 +7,7 @@ import pytest
 from exchange_operator.apply import adopt_all
 from exchange_operator.builders import build_children
 from exchange_operator.builders.common import CONFIG_HASH_ANNOTATION, Meta, selector_labels
-from exchange_operator.builders.deployments import build_deployment, build_ingest_deployment
+from exchange_operator.builders.deployments import build_deployment
 from exchange_operator.builders.env import config_data
 from exchange_operator.builders.ingress import build_ingresses, endpoint_url
 from exchange_operator.builders.jobs import build_job
@@ -202,7 +202,7 @@ def test_external_engines_build_no_statefulset_and_read_the_users_secret(externa
     children = build_children(external_spec, meta)
     assert not [c for c in children if c["kind"] == "StatefulSet"]
     assert [c["metadata"]["name"] for c in children if c["kind"] == "Service"] == [f"demo-{c}" for c in COMPONENTS]
-    env = _env(_container(build_ingest_deployment(external_spec, meta)))
+    env = _env(_container(build_deployment(external_spec, meta, "ingest")))
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"] == {"name": "pg", "key": "ingest-url"}
     assert env["KAFKA_BOOTSTRAP_SERVERS"]["valueFrom"]["secretKeyRef"]["name"] == "kafka"
     assert env["S3_ENDPOINT_URL"]["valueFrom"]["secretKeyRef"]["name"] == "s3"
@@ -227,9 +227,9 @@ def test_replicas_and_image_overrides(meta):
 
 
 def test_a_config_change_rolls_the_pods(spec, meta):
-    before = build_ingest_deployment(spec, meta)["spec"]["template"]["metadata"]["annotations"]
+    before = build_deployment(spec, meta, "ingest")["spec"]["template"]["metadata"]["annotations"]
     jwt = parse_spec({"auth": {"mode": "jwt", "issuer": "i", "audience": "a", "jwksUrl": "https://i/jwks"}})
-    after = build_ingest_deployment(jwt, meta)["spec"]["template"]["metadata"]["annotations"]
+    after = build_deployment(jwt, meta, "ingest")["spec"]["template"]["metadata"]["annotations"]
     assert before[CONFIG_HASH_ANNOTATION] != after[CONFIG_HASH_ANNOTATION]
 
 
