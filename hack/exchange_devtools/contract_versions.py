@@ -35,7 +35,7 @@ PUBLISHED = CONTRACTS / "published.yaml"
 DOCUMENTS = ("api/*.openapi.yaml", "events/*.json", "graphql/*.graphql")
 
 _FILE_MAJOR = re.compile(r"\.v(\d+)\.")
-_SDL_VERSION = re.compile(r"^# .*\bAPI v(\d+)\b", re.MULTILINE)
+_SDL_VERSION = re.compile(r"^# .*\bAPI v(\d+(?:\.\d+)?)\b", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -53,8 +53,8 @@ def version_tuple(version: str) -> tuple[int, ...]:
 
 
 def _version(path: Path, text: str, parsed: Any) -> str:
-    """OpenAPI: `info.version`; an event schema: the `.vN` of its `$id`; the SDL: `API vN` in its
-    header comment (the file name carries no version)."""
+    """OpenAPI: `info.version`; an event schema: the `.vN` of its `$id`; the SDL: `API vN` or
+    `API vN.M` (an additive change) in its header comment (the file name carries no version)."""
     if path.suffix == ".graphql":
         found = _SDL_VERSION.search(text)
         if not found:

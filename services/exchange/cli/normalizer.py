@@ -135,5 +135,8 @@ def verify_command(
     typer.echo(f"canonical records whose raw object is missing: {len(report.records_without_raw)}")
     for record_id, key in report.records_without_raw[:show]:
         typer.echo(f"  {record_id} {key}")
+    typer.echo(f"resources kept raw-only (accounted for): {sum(report.raw_only.values())}")
+    for resource_type, count in report.raw_only.items():
+        typer.echo(f"  {resource_type}: {count}")
     if not report.ok:
         raise typer.Exit(1)

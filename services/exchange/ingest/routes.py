@@ -41,7 +41,18 @@ from exchange.ingest.idempotency import HEADER, Claim, IdempotencyStore, StoredR
 from exchange.ingest.metrics import IngestMetrics
 from exchange.ingest.settings import IngestSettings
 from exchange.ingest.store import NewRecord, RecordStore, build_event, bulk_event_factory, uuid7_strings
-from exchange.ingest.validation import Classified, DuplicateKey, RecordInvalid, classify
+from exchange.ingest.validation import (
+    FHIR_VERSION,
+    Classified,
+    DuplicateKey,
+    Entry,
+    RecordInvalid,
+    classify,
+    classify_fhir,
+    classify_native,
+    parse_json,
+    unpacked_entries,
+)
 
 log = get_logger(__name__)
 writer = require_scope("ingest:write")
@@ -151,7 +162,11 @@ def _envelope(doc_error: RecordInvalid | ValueError) -> ContentError:
 async def _single(ctx: IngestContext, claim: Claim, req: Intake) -> bytes:
     principal, cid = req.principal, req.correlation_id
     try:
-        kind = classify(req.fmt, req.body)
+        doc = parse_json(req.body)
+        entries = unpacked_entries(doc) if req.fmt == "fhir" else None
+        if entries is not None:
+            return await _bundle(ctx, claim, req, str(doc["type"]), entries)
+        kind = classify_fhir(doc) if req.fmt == "fhir" else classify_native(doc)
     except (RecordInvalid, ValueError) as exc:
         raise _envelope(exc) from None
     raw = await ctx.store.put_raw(principal.tenant, req.body, _content_type(req.fmt, bulk=False))
@@ -175,6 +190,54 @@ async def _single(ctx: IngestContext, claim: Claim, req: Intake) -> bytes:
     )
     await _commit(ctx, claim, req, [NewRecord(record_id, event_id, event)], response)
     ctx.metrics.records.labels(kind.source_format).inc()
+    return response
+
+
+async def _bundle(ctx: IngestContext, claim: Claim, req: Intake, bundle_type: str, entries: list[Entry]) -> bytes:
+    """A Bundle of type transaction, batch or collection: one record per entry. Its entries'
+    resources are stored as one FHIR NDJSON object, entry i on line i + 1 (an entry without a
+    valid resource leaves its line blank), so each record is read back like a bulk line. A
+    transaction is all or nothing; a batch or collection keeps its valid entries."""
+    ids = iter(uuid7_strings(2 * len(entries)))
+    results: list[dict[str, Any]] = []
+    for entry in entries:
+        if entry.kind is None:
+            results.append({"entry": entry.position, "status": "rejected", "errors": entry.errors})
+        else:
+            results.append({"entry": entry.position, "status": "accepted", "record_id": next(ids),
+                            "record_type": entry.kind.record_type})  # fmt: skip
+    accepted = [(e, r) for e, r in zip(entries, results, strict=True) if r["status"] == "accepted"]
+    if not entries:
+        raise ContentError(422, "the Bundle holds no entries", errors=[{"pointer": "/entry", "reason": "minItems"}])
+    if bundle_type == "transaction" and len(accepted) < len(entries):
+        rejected = [r for r in results if r["status"] == "rejected"]
+        raise ContentError(422, "a transaction Bundle is accepted whole or not at all", results=rejected)
+    if not accepted:
+        raise ContentError(422, "no entry of the Bundle is a valid resource", results=results)
+    body = b"\n".join(e.data for e in entries) + b"\n"
+    raw = await ctx.store.put_raw(req.principal.tenant, body, _content_type("fhir", bulk=True))
+    received = datetime.now(UTC)
+    event = bulk_event_factory(
+        tenant=req.principal.tenant, source_format="fhir", raw=raw, received_at=received,
+        correlation_id=req.correlation_id,
+    )  # fmt: skip
+    records = []
+    for entry, result in accepted:
+        rid, event_id, rtype = result["record_id"], next(ids), result["record_type"]
+        records.append(NewRecord(rid, event_id, event(event_id, rid, rtype, FHIR_VERSION, entry.position + 1)))
+    response = orjson.dumps(
+        {
+            "status": "accepted",
+            "bundle_type": bundle_type,
+            "accepted": len(accepted),
+            "rejected": len(results) - len(accepted),
+            "object": raw.public(),
+            "received_at": received.isoformat(),
+            "results": results,
+        }
+    )
+    await _commit(ctx, claim, req, records, response)
+    ctx.metrics.records.labels("fhir").inc(len(records))
     return response
 
 
@@ -262,7 +325,8 @@ async def _commit(ctx: IngestContext, claim: Claim, req: Intake, records: list[N
 
 
 async def ingest_record(request: Request) -> Response:
-    """One record: native envelope (application/json) or FHIR R4 (application/fhir+json)."""
+    """One record: native envelope (application/json) or FHIR R4 (application/fhir+json); a FHIR
+    Bundle of type transaction, batch or collection is one record per entry."""
     principal = await writer(request)
     settings: IngestSettings = request.app.state.ingest.settings
     return await _idempotent(request, principal, SINGLE_TYPES, settings.ingest_max_body_bytes, _single)

@@ -1,10 +1,11 @@
-"""Records checked against `contracts/api/ingest.v1.openapi.yaml` (its component schemas).
+"""Records checked against `contracts/api/ingest.v1.openapi.yaml`: native envelopes against its
+component schemas, FHIR R4 resources of every type against the official FHIR R4 JSON Schema
+(`exchange.core.fhir_r4`, ADR 0012).
 
-The schemas are the contract's own JSON Schema 2020-12 components, resolved through a
-`referencing` registry, so code and contract cannot drift. Dispatch on `schema_version`
-(native) or `resourceType` (FHIR) happens here rather than through `oneOf`, so a violation is
-reported at the failing pointer instead of as "matches none of the alternatives". Errors carry
-JSON pointers and schema keywords only, never values.
+The native schemas are the contract's own JSON Schema 2020-12 components, so code and contract
+cannot drift. Dispatch on `schema_version` happens here rather than through `oneOf`, so a
+violation is reported at the failing pointer instead of as "matches none of the alternatives".
+Errors carry JSON pointers and schema keywords only, never values.
 
 Speed: each schema is also compiled by `jsonschema-rs` (~20x faster than the `jsonschema`
 iterator, which dominated bulk ingest). The compiled validator only *accepts*: a record it
@@ -16,8 +17,7 @@ accepted). Both use the same format checkers (the `jsonschema` ones), so "valid"
 from __future__ import annotations
 
 import functools
-import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jiter
@@ -26,14 +26,12 @@ import orjson
 from jsonschema import Draft202012Validator
 from jsonschema.protocols import Validator
 
+from exchange.core import fhir_r4
 from exchange.core.contracts import load_document
 
 CONTRACT = "api/ingest.v1.openapi.yaml"
 NATIVE_VERSIONS = {"v1": "NativeEnvelopeV1", "v2": "NativeEnvelopeV2"}
-FHIR_TYPES = frozenset(
-    {"Patient", "Encounter", "Condition", "Observation", "Immunization", "AllergyIntolerance", "Procedure"}
-)
-_FHIR_TOP_TYPES = FHIR_TYPES | {"Bundle"}  # a request body may also be a Bundle
+UNPACKED_BUNDLES = frozenset({"transaction", "batch", "collection"})
 FHIR_VERSION = "fhir-r4"
 PointerErrors = list[dict[str, str]]
 
@@ -157,68 +155,51 @@ def classify_native(doc: Any) -> Classified:
     return Classified("native", str(doc["record_type"]), version)
 
 
-def _fhir_errors(doc: Any, prefix: str = "") -> PointerErrors:
-    if not isinstance(doc, dict):
-        return [{"pointer": prefix, "reason": "type"}]
-    rtype = doc.get("resourceType")
-    if rtype is None:
-        return [{"pointer": f"{prefix}/resourceType", "reason": "required"}]
-    allowed = FHIR_TYPES if prefix else _FHIR_TOP_TYPES
-    if not isinstance(rtype, str) or rtype not in allowed:
-        return [{"pointer": f"{prefix}/resourceType", "reason": "enum"}]
-    if rtype != "Bundle":
-        if fast_validator(rtype).is_valid(doc):
-            return []
-        return pointer_errors(schema_validator(rtype), doc, prefix)
-    # Entry resources are re-checked by their own type below, for precise pointers.
-    errors = [e for e in _valid("Bundle", doc) if not e["pointer"].endswith("/resource")]
-    entries = doc.get("entry")
-    if isinstance(entries, list):
-        for i, entry in enumerate(entries[:10_000]):
-            if isinstance(entry, dict) and "resource" in entry:
-                errors += _fhir_errors(entry["resource"], f"/entry/{i}/resource")
-            if len(errors) >= 20:
-                break
-    return errors[:20]
-
-
-# FHIR R4's integer, positiveInt and unsignedInt are 32-bit, which JSON cannot say: choice
-# elements carry the type in their name (valueInteger, doseNumberPositiveInt), and these are the
-# other integer elements of the accepted resources and their data types.
-_INT32_SUFFIXES = ("Integer", "PositiveInt", "UnsignedInt")
-_INT32_ELEMENTS = frozenset({"rank", "sequence", "count", "countMax", "frequency", "frequencyMax", "offset", "size",
-                             "total", "dimensions"})  # fmt: skip
-_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
-# Only a body with ten digits in a row, or a number with an exponent, can hold an integer out of
-# range: any other is not walked (walking a record costs ~10x parsing it).
-_MAYBE_LARGE = re.compile(rb"[0-9]{10}|[0-9][eE][-+]?[0-9]")
-
-
-def _int32_errors(node: Any, pointer: str = "") -> Iterator[dict[str, str]]:
-    """Pointer errors for integer elements (see above) whose value is beyond the 32-bit range (orjson
-    reads an integer beyond 64 bits as a float)."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            here = f"{pointer}/{_escape(key)}"
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                if (key.endswith(_INT32_SUFFIXES) or key in _INT32_ELEMENTS) and not _INT32_MIN <= value <= _INT32_MAX:
-                    yield {"pointer": here, "reason": "maximum" if value > 0 else "minimum"}
-            else:
-                yield from _int32_errors(value, here)
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _int32_errors(value, f"{pointer}/{i}")
-
-
-def classify_fhir(doc: Any, data: bytes = b"") -> Classified:
-    """Validate a FHIR R4 resource of an accepted type, or a Bundle of them, `data` being its JSON
-    text; raises RecordInvalid."""
-    errors = _fhir_errors(doc)
-    if not errors and _MAYBE_LARGE.search(data):
-        errors = list(_int32_errors(doc))[:20]
+def classify_fhir(doc: Any) -> Classified:
+    """Validate a FHIR R4 resource of any type (a Bundle with its entries) against the official
+    FHIR R4 JSON Schema; raises RecordInvalid."""
+    errors = fhir_r4.errors(doc)
     if errors:
         raise RecordInvalid(errors)
     return Classified("fhir", str(doc["resourceType"]), FHIR_VERSION)
+
+
+class Entry(NamedTuple):
+    """One entry of an unpacked Bundle: its index (`position`), its resource's JSON (b"" when it has none)
+    and what it is, or its pointer errors."""
+
+    position: int
+    data: bytes
+    kind: Classified | None
+    errors: PointerErrors
+
+
+def unpacked_entries(doc: Any) -> list[Entry] | None:
+    """The entries of a Bundle of type transaction, batch or collection, each validated on its
+    own (pointers under `/entry/<i>/resource`); None for any other record. Raises RecordInvalid
+    when the Bundle itself (outside its entries' resources) is invalid."""
+    if not isinstance(doc, dict) or doc.get("resourceType") != "Bundle" or doc.get("type") not in UNPACKED_BUNDLES:
+        return None
+    entries = doc.get("entry")
+    entries = entries if isinstance(entries, list) else []
+    shell = {**doc, "entry": [{k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e
+                              for e in entries]}  # fmt: skip
+    if "entry" not in doc:
+        del shell["entry"]
+    errors = fhir_r4.errors(shell)
+    if errors:
+        raise RecordInvalid(errors)
+    out = []
+    for i, entry in enumerate(entries):
+        where = f"/entry/{i}/resource"
+        if "resource" not in entry:
+            out.append(Entry(i, b"", None, [{"pointer": where, "reason": "required"}]))
+            continue
+        resource = entry["resource"]
+        found = fhir_r4.errors(resource, where)
+        kind = None if found else Classified("fhir", str(resource["resourceType"]), FHIR_VERSION)
+        out.append(Entry(i, b"" if found else orjson.dumps(resource), kind, found))
+    return out
 
 
 def parse_json(data: bytes) -> Any:
@@ -242,4 +223,4 @@ def parse_json(data: bytes) -> Any:
 def classify(source_format: str, data: bytes) -> Classified:
     """Parse and validate one record of `source_format` (`native` or `fhir`)."""
     doc = parse_json(data)
-    return classify_native(doc) if source_format == "native" else classify_fhir(doc, data)
+    return classify_native(doc) if source_format == "native" else classify_fhir(doc)

@@ -26,7 +26,7 @@ from exchange.normalizer.fhir import (
     token,
     unmappable,
 )
-from exchange.normalizer.model import NATIVE_PATIENT, Mapped, Person, PersonLink, Row, TokenSet
+from exchange.normalizer.model import NATIVE_PATIENT, RAW_ONLY_TABLE, Mapped, Person, PersonLink, Row, TokenSet
 from exchange.normalizer.native import map_native
 
 SSN_SYSTEM = "http://hl7.org/fhir/sid/us-ssn"
@@ -221,8 +221,32 @@ RESOURCE_MAPPERS: dict[str, Callable[[FhirContext, dict[str, Any], str], None]] 
 }
 
 
+def _raw_only(ctx: FhirContext, res: dict[str, Any], where: str) -> None:
+    """A resource of a type the canonical schema does not model: one `raw_resources` row (its type,
+    canonical id and the Patient it is about, when its `subject` or `patient` references one).
+    It never fails: the resource passed ingest's FHIR R4 check and stays whole in the raw zone."""
+    patient_id = None
+    for field in ("subject", "patient"):
+        try:
+            target = reference(res.get(field), f"{where}/{field}", ctx.bundle_urls, "Patient")
+        except PoisonError:
+            continue
+        if target is not None and target[0] == "Patient":
+            patient_id = ctx.ids.of("Patient", target[1])
+            ctx.mapped.placeholders.append(("patients", patient_id))
+            break
+    try:
+        rid = ctx.own_id(res, where)
+    except PoisonError:
+        rid = ctx.ids.of(res["resourceType"], f"{ctx.fallback_id}:{where}")
+    ctx.mapped.rows.append(
+        Row(RAW_ONLY_TABLE, {"id": rid, "resource_type": res["resourceType"], "patient_id": patient_id})
+    )
+
+
 def map_fhir(resource: Any, ids: deid.CanonicalIds, fallback_id: str, today: date) -> Mapped:
-    """Map one FHIR R4 resource, or a Bundle of them, to canonical rows."""
+    """Map one FHIR R4 resource, or a Bundle of them, to canonical rows; a resource of a type not
+    modelled (here or in a Bundle) is recorded as raw-only."""
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
         raise unmappable("/resourceType", "missing")
     ctx = FhirContext(ids, fallback_id, today)
@@ -235,18 +259,16 @@ def map_fhir(resource: Any, ids: deid.CanonicalIds, fallback_id: str, today: dat
         items: list[tuple[dict[str, Any], str]] = []
         for i, entry in enumerate(entries):
             res = entry.get("resource") if isinstance(entry, dict) else None
-            if not isinstance(res, dict) or res.get("resourceType") not in RESOURCE_MAPPERS:
-                raise unmappable(f"/entry/{i}/resource", "not an accepted resource type")
+            if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
+                raise unmappable(f"/entry/{i}/resource", "not a resource")
             full_url = entry.get("fullUrl")
             if isinstance(full_url, str) and isinstance(res.get("id"), str):
                 ctx.bundle_urls[full_url] = (res["resourceType"], res["id"])
             items.append((res, f"/entry/{i}/resource"))
-    elif kind in RESOURCE_MAPPERS:
-        items = [(resource, "")]
     else:
-        raise unmappable("/resourceType", "not an accepted resource type")
+        items = [(resource, "")]
     for res, where in items:
-        RESOURCE_MAPPERS[res["resourceType"]](ctx, res, where)
+        RESOURCE_MAPPERS.get(res["resourceType"], _raw_only)(ctx, res, where)
     return ctx.mapped
 
 

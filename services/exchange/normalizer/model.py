@@ -24,6 +24,9 @@ FACT_TABLES = (
 )
 """Clinical fact tables, in write order (encounters first: the others reference them)."""
 
+RAW_ONLY_TABLE = "raw_resources"
+"""Resources of types the canonical schema does not model: their type and patient only."""
+
 
 @dataclass(frozen=True, slots=True)
 class Person:
@@ -104,10 +107,17 @@ class Mapped:
     """Referenced entities (table, id) that must exist before the rows (filled when they arrive)."""
 
     def entity_counts(self) -> dict[str, int]:
+        """Canonical rows by table, raw-only resources left out (record.normalized.v1 `entities`)."""
         counts: dict[str, int] = {}
         for row in self.rows:
-            counts[row.table] = counts.get(row.table, 0) + 1
+            if row.table != RAW_ONLY_TABLE:
+                counts[row.table] = counts.get(row.table, 0) + 1
         return counts
+
+    @property
+    def raw_only(self) -> bool:
+        """The record holds only resources of types not modelled (outcome `raw-only`)."""
+        return bool(self.rows) and all(row.table == RAW_ONLY_TABLE for row in self.rows)
 
 
 @dataclass(slots=True)

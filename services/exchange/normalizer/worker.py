@@ -113,9 +113,14 @@ class Worker:
             prepared = await self.pipeline.prepare(messages, {r["event_id"] for r in seen})
             fresh = await self._write(prepared.outcomes, prepared.poison, messages)
             await self._dead_letter(prepared.poison)
-            self.metrics.events.labels("normalized").inc(len(fresh))
+            raw_only = sum(1 for o in fresh if o.mapped.raw_only)
+            self.metrics.events.labels("normalized").inc(len(fresh) - raw_only)
+            self.metrics.events.labels("raw-only").inc(raw_only)
             self.metrics.events.labels("duplicate").inc(len(messages) - len(fresh) - len(prepared.poison))
-            log.info("batch_normalized", messages=len(messages), normalized=len(fresh), poison=len(prepared.poison))
+            log.info(
+                "batch_normalized", messages=len(messages), normalized=len(fresh), raw_only=raw_only,
+                poison=len(prepared.poison),
+            )  # fmt: skip
 
     async def _write(
         self, outcomes: list[Outcome], poison: list[tuple[Message, PoisonError]], messages: list[Message]

@@ -62,6 +62,9 @@ class Loaders:
         self.patient_of_record: DataLoader[tuple[None, uuid.UUID], Rows] = _grouped(
             lambda _, ids: repo.patient_of_records(tenant, ids), parent="record_id"
         )
+        self.raw_counts: DataLoader[tuple[None, uuid.UUID], Rows] = _grouped(
+            lambda _, ids: repo.raw_counts_of_subjects(tenant, ids), parent="subject_id"
+        )
         self.sources: DataLoader[tuple[None, uuid.UUID], Rows] = _grouped(
             lambda _, ids: repo.sources_of_subjects(ids), parent="subject_id"
         )

@@ -197,6 +197,17 @@ class Repo:
         )
         return await self.db.fetch(sql, *p.values)
 
+    async def raw_counts_of_subjects(self, tenant: str, subject_ids: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
+        """Per subject: the tenant's raw-only resources (types not modelled) about it, by type."""
+        return await self.db.fetch(
+            "SELECT p.subject_id, r.resource_type, count(*) AS n FROM canonical.raw_resources r "
+            "JOIN canonical.patients p ON p.id = r.patient_id "
+            "WHERE p.subject_id = ANY($1::uuid[]) AND p.tenant = $2 AND r.tenant = $2 "
+            "GROUP BY p.subject_id, r.resource_type ORDER BY p.subject_id, r.resource_type",
+            list(subject_ids),
+            tenant,
+        )
+
     async def sources_of_subjects(self, subject_ids: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
         """Per subject and tenant: how many patients (linkage only)."""
         return await self.db.fetch(

@@ -366,6 +366,12 @@ def _subject_values(row: asyncpg.Record) -> dict[str, Any]:
             "age_over_89": row["age_over_89"], "sex": row["sex"], "zip3": row["zip3"]}  # fmt: skip
 
 
+@strawberry.type(description="How many resources of one FHIR resource type.")
+class ResourceTypeCount:
+    resource_type: str
+    count: int
+
+
 @strawberry.type(description="A person known by tokens, seen through the caller's tenant.")
 class Subject:
     id: strawberry.ID
@@ -398,6 +404,15 @@ class Subject:
     immunizations = _facts_field("immunizations", "subject", False)
     allergy_intolerances = _facts_field("allergy_intolerances", "subject", False)
     procedures = _facts_field("procedures", "subject", False)
+
+    @strawberry.field(
+        description="The caller's resources about this subject of FHIR types the canonical schema does not "
+        "model (kept raw-only: their content stays in the raw zone), counted by resource type."
+    )
+    async def raw_resource_counts(self, info: Info) -> list[ResourceTypeCount]:
+        loaders = info.context.loaders
+        rows = await loaders.one(loaders.raw_counts, self.pk)
+        return [ResourceTypeCount(resource_type=r["resource_type"], count=r["n"]) for r in rows]
 
 
 @strawberry.type(description="A source holding a linked subject, and how many of its patients it is.")

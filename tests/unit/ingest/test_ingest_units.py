@@ -15,7 +15,7 @@ from exchange.core.errors import BadRequest
 from exchange.ingest.idempotency import fingerprint, parse_key
 from exchange.ingest.migrations import render_sql
 from exchange.ingest.store import RawObject, build_event, uuid7_strings
-from exchange.ingest.validation import RecordInvalid, classify, classify_fhir, classify_native
+from exchange.ingest.validation import RecordInvalid, classify, classify_fhir, classify_native, unpacked_entries
 from exchange_devtools.testdata import SYNTHEA_DIR as SYNTHEA
 
 
@@ -76,17 +76,62 @@ def test_errors_name_pointers_and_keywords_never_values():
 
 def test_bundle_entries_are_checked_by_their_own_type():
     bundle = {"resourceType": "Bundle", "type": "collection",
-              "entry": [{"resource": {"resourceType": "Procedure", "status": "done"}}]}  # fmt: skip
+              "entry": [{"resource": {"resourceType": "Encounter", "status": "done"}}]}  # fmt: skip
     with pytest.raises(RecordInvalid) as info:
         classify_fhir(bundle)
-    assert {e["pointer"] for e in info.value.errors} == {"/entry/0/resource/status", "/entry/0/resource/subject"}
+    assert info.value.errors == [
+        {"pointer": "/entry/0/resource/class", "reason": "required"},
+        {"pointer": "/entry/0/resource/status", "reason": "enum"},
+    ]
 
 
-def test_a_bundle_cannot_nest_a_bundle_and_unknown_types_are_refused():
-    for doc in ({"resourceType": "Medication"}, {"resourceType": "Bundle", "type": "collection",
-                "entry": [{"resource": {"resourceType": "Bundle", "type": "collection"}}]}):  # fmt: skip
-        with pytest.raises(RecordInvalid):
+def test_unknown_resource_types_are_refused_at_their_pointer():
+    in_bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Nope"}}]}
+    for doc, pointer in (
+        ({"resourceType": "Medicament"}, "/resourceType"),
+        (in_bundle, "/entry/0/resource/resourceType"),
+    ):
+        with pytest.raises(RecordInvalid) as info:
             classify_fhir(doc)
+        assert info.value.errors == [{"pointer": pointer, "reason": "enum"}]
+
+
+def test_every_fhir_r4_type_is_accepted_not_only_the_modelled_ones():
+    device = {"resourceType": "Device", "status": "active", "type": {"coding": [{"code": "72506001"}]}}
+    provenance = {"resourceType": "Provenance", "target": [{"reference": "Patient/1"}],
+                  "recorded": "2020-01-01T00:00:00Z", "agent": [{"who": {"reference": "Practitioner/2"}}]}  # fmt: skip
+    nested = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Bundle",
+              "type": "document"}}]}  # fmt: skip
+    assert [classify_fhir(d).record_type for d in (device, provenance, nested)] == ["Device", "Provenance", "Bundle"]
+
+
+def test_an_unmodelled_type_is_still_checked_for_structure():
+    with pytest.raises(RecordInvalid) as info:
+        classify_fhir({"resourceType": "Device", "status": "switched-on", "serialNumber": 12})
+    assert info.value.errors == [
+        {"pointer": "/serialNumber", "reason": "type"},
+        {"pointer": "/status", "reason": "enum"},
+    ]
+
+
+def test_a_transaction_bundle_is_unpacked_into_its_entries():
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Patient", "id": "1"},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"resource": {"resourceType": "Claim", "status": "active"}, "request": {"method": "POST", "url": "Claim"}},
+        {"request": {"method": "DELETE", "url": "Device/9"}},
+    ]}  # fmt: skip
+    entries = unpacked_entries(bundle)
+    assert entries is not None
+    assert [(e.position, e.kind and e.kind.record_type) for e in entries] == [(0, "Patient"), (1, None), (2, None)]
+    assert orjson.loads(entries[0].data) == {"resourceType": "Patient", "id": "1"}
+    assert {"pointer": "/entry/1/resource/patient", "reason": "required"} in entries[1].errors
+    assert entries[2].errors == [{"pointer": "/entry/2/resource", "reason": "required"}]
+    assert unpacked_entries({**bundle, "type": "document"}) is None
+    assert unpacked_entries({"resourceType": "Patient"}) is None
+    with pytest.raises(RecordInvalid) as info:  # the Bundle itself, outside its entries' resources
+        unpacked_entries({**bundle, "timestamp": "yesterday"})
+    assert info.value.errors == [{"pointer": "/timestamp", "reason": "pattern"}]
 
 
 def test_invalid_json_is_a_value_error_without_the_input():

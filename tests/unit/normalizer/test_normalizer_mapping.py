@@ -126,7 +126,7 @@ def test_a_bundle_resolves_urn_uuid_references_between_its_entries():
 @pytest.mark.parametrize(
     ("resource", "pointer"),
     [
-        ({"resourceType": "Medication"}, "/resourceType"),
+        ({"resourceType": None}, "/resourceType"),
         ({"resourceType": "Condition", "subject": {"reference": "Patient?identifier=x|1"}}, "/subject"),
         ({"resourceType": "Condition", "subject": {"reference": "Group/g1"}}, "/subject"),
         ({"resourceType": "Procedure", "status": "completed", "subject": {"reference": "Patient/p"},
@@ -141,6 +141,34 @@ def test_unmappable_records_are_poison_naming_the_element_never_the_value(resour
     assert caught.value.error_class == "unmappable"
     assert pointer in str(caught.value)
     assert "yesterday" not in str(caught.value)
+
+
+def test_a_type_not_modelled_is_raw_only_with_its_type_and_patient_never_poison():
+    device = {"resourceType": "Device", "id": "d1", "status": "active", "patient": {"reference": "Patient/p1"},
+              "serialNumber": "SN-Sumiko254", "note": [{"text": "free text"}]}  # fmt: skip
+    mapped = fhir(device)
+    assert mapped.raw_only and mapped.record_type == "Device" and mapped.persons == []
+    [row] = mapped.rows
+    assert row.table == "raw_resources"
+    assert row.values == {
+        "id": IDS.of("Device", "d1"),
+        "resource_type": "Device",
+        "patient_id": IDS.of("Patient", "p1"),
+    }
+    assert mapped.placeholders == [("patients", IDS.of("Patient", "p1"))]
+    assert mapped.entity_counts() == {}  # record.normalized.v1 lists modelled tables only
+    claim = fhir({"resourceType": "Claim", "patient": {"reference": "Group/g"}, "subject": 7})
+    assert claim.rows[0].values["patient_id"] is None and claim.rows[0].values["resource_type"] == "Claim"
+
+
+def test_a_bundle_maps_its_modelled_entries_and_keeps_the_others_raw_only():
+    bundle = {"resourceType": "Bundle", "type": "document", "entry": [
+        {"resource": {"resourceType": "Patient", "id": "p1"}},
+        {"resource": {"resourceType": "Provenance", "id": "v1", "target": [{"reference": "Patient/p1"}]}},
+    ]}  # fmt: skip
+    mapped = fhir(bundle)
+    assert [r.table for r in mapped.rows] == ["patients", "raw_resources"] and not mapped.raw_only
+    assert mapped.entity_counts() == {"patients": 1}
 
 
 NATIVE = {
