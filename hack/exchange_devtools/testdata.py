@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 from exchange_devtools.engines.base import REPO_ROOT
 
@@ -19,3 +20,23 @@ def synthea(resource: str) -> Path:
     if not path.exists():
         raise FileNotFoundError(f"test data missing: {path} (set EXCHANGE_SHARED_DATA to the shared/data folder)")
     return path
+
+
+def unmodelled_resources(patient_id: str) -> list[dict[str, Any]]:
+    """Hand-made, valid FHIR R4 resources of types the canonical schema does not model, the
+    first three about Patient `patient_id` (by `patient` or `subject`), the last about no one."""
+    patient = {"reference": f"Patient/{patient_id}"}
+    return [
+        {"resourceType": "Device", "id": f"dev-{patient_id}", "status": "active", "patient": patient,
+         "type": {"coding": [{"system": "http://snomed.info/sct", "code": "72506001"}]}, "serialNumber": "SN-1"},
+        {"resourceType": "Claim", "id": f"claim-{patient_id}", "status": "active", "use": "claim", "patient": patient,
+         "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+         "created": "2020-01-01", "provider": {"reference": "Organization/org-1"},
+         "priority": {"coding": [{"code": "normal"}]},
+         "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "Cigna Health"}}],
+         "total": {"value": 129.5, "currency": "USD"}},
+        {"resourceType": "DiagnosticReport", "id": f"dr-{patient_id}", "status": "final", "subject": patient,
+         "code": {"coding": [{"system": "http://loinc.org", "code": "51990-0"}]}},
+        {"resourceType": "Provenance", "id": f"prov-{patient_id}", "target": [patient],
+         "recorded": "2020-01-01T10:00:00Z", "agent": [{"who": {"reference": "Practitioner/pr-1"}}]},
+    ]  # fmt: skip

@@ -2,12 +2,14 @@
 
 The schema is HL7's `fhir.schema.json` for FHIR 4.0 (every resource type and data type), kept
 as `contracts/fhir/fhir.schema.json.gz` and compiled by `jsonschema-rs`, one validator per
-resource type, on first use. Two things JSON Schema can say that the published document does
+resource type, on first use. Three things JSON Schema can say that the published document does
 not are added when it is loaded:
 
 - `ResourceList` (a `contained` resource, a Bundle entry's `resource`) dispatches on
   `resourceType` instead of a 146-way `oneOf`, so a violation inside one is reported at its own
   pointer, not as "matches none of the alternatives";
+- every resource and complex data type is a JSON object (the document leaves out `type`, so a
+  string where a Reference belongs passed);
 - `integer`, `positiveInt` and `unsignedInt` are 32-bit integers, as FHIR R4 says.
 
 Errors are JSON pointers and schema keywords only, never values.
@@ -47,6 +49,9 @@ def _definitions() -> dict[str, Any]:
             for t in types
         ],
     }
+    for definition in definitions.values():
+        if "properties" in definition:
+            definition["type"] = "object"
     _int32(definitions)
     return definitions
 
@@ -107,11 +112,8 @@ def errors(doc: Any, prefix: str = "", limit: int = 20) -> PointerErrors:
     check = validator(rtype)
     if check.is_valid(doc):
         return []
-    out: list[tuple[list[str], dict[str, str]]] = []
+    found = set()
     for error in check.iter_errors(doc):
-        path = [_escape(p) for p in error.instance_path]
         suffix, keyword = _reason(error)
-        pointer = prefix + "".join("/" + p for p in path) + suffix
-        out.append((path, {"pointer": pointer, "reason": keyword}))
-    unique = {e["pointer"] + " " + e["reason"]: e for _, e in sorted(out, key=lambda pe: pe[0])}
-    return list(unique.values())[:limit]
+        found.add((prefix + "".join("/" + _escape(p) for p in error.instance_path) + suffix, keyword))
+    return [{"pointer": pointer, "reason": reason} for pointer, reason in sorted(found)[:limit]]

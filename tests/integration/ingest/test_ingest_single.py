@@ -72,12 +72,12 @@ async def test_each_synthea_resource_type_is_accepted_as_fhir_json(client, auth,
     assert resp.json()["record_type"] == resource_type and resp.json()["schema_version"] == "fhir-r4"
 
 
-async def test_a_bundle_of_synthea_resources_is_one_record(client, auth, synthea):
+async def test_a_collection_bundle_of_synthea_resources_is_one_record_per_entry(client, auth, synthea):
     entries: list[dict[str, Any]] = [{"resource": orjson.loads(synthea[t][0])} for t in FHIR_TYPES]
     bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
     resp = await client.post("/v1/ingest", content=orjson.dumps(bundle), headers=auth("application/fhir+json"))
     assert resp.status_code == 202, resp.text
-    assert resp.json()["record_type"] == "Bundle"
+    assert [r["record_type"] for r in resp.json()["results"]] == FHIR_TYPES
 
 
 async def test_an_observation_is_accepted(client, auth):
