@@ -6,7 +6,8 @@ without Kafka: raw NDJSON objects go to S3 as ingest writes them, one `record.in
 event per line is handed to `Pipeline.prepare()`, and `write_batch()` writes canonical rows in
 one transaction per batch, exactly as the worker does after a poll.
 
-Tenant `acme` sends every Synthea file plus a few synthetic Observations (the sample has none);
+Tenant `acme` sends every Synthea file plus a few synthetic Observations (the sample has none) and
+a few resources of types not modelled (kept raw-only) about the same patient;
 tenant `beta` sends the same Patients and their Immunizations: same people, so same tokens, so
 the same subjects, linked across the two sources.
 """
@@ -33,6 +34,7 @@ from asgi_lifespan import LifespanManager
 from exchange.core.storage import content_key
 from exchange_devtools.engines.base import free_port
 from exchange_devtools.testdata import SYNTHEA_DIR as SYNTHEA
+from exchange_devtools.testdata import unmodelled_resources
 
 REPO = Path(__file__).resolve().parents[3]
 ACME, BETA, OTHER = "acme", "beta", "gamma"
@@ -170,6 +172,7 @@ async def canonical(postgres: Any, s3: Any, tokenizer_for_query: str) -> AsyncIt
     observed = patient_ids[0]
     sends = [(ACME, kind, synthea(kind)) for kind in ACME_FILES]
     sends.append((ACME, "Observation", synthetic_observations(observed)))
+    sends += [(ACME, r["resourceType"], [orjson.dumps(r)]) for r in unmodelled_resources(observed)]  # raw-only
     sends += [(BETA, kind, synthea(kind)) for kind in BETA_FILES]
     await _normalize(dsn, kwargs, bucket, tokenizer_for_query, sends)
     role = f"query_ro_{suffix}"

@@ -54,6 +54,24 @@ async def test_a_subject_by_token_has_the_tenants_records_and_facts(api: Api, ca
     assert len(subject["procedures"]["edges"]) == 2
 
 
+async def test_a_subject_counts_its_raw_only_resources_by_type_in_the_callers_tenant_only(
+    api: Api, canonical: Canonical
+) -> None:
+    token = await token_of_observed(canonical)
+    query = "query($t: String!) { subjects(token: $t) { rawResourceCounts { resourceType count } } }"
+    (subject,) = (await api.gql(query, {"t": token}))["data"]["subjects"]
+    # Device (patient), Claim (patient), DiagnosticReport (subject); the Provenance names no subject.
+    assert subject["rawResourceCounts"] == [
+        {"resourceType": "Claim", "count": 1}, {"resourceType": "Device", "count": 1},
+        {"resourceType": "DiagnosticReport", "count": 1},
+    ]  # fmt: skip
+    (other,) = (await api.gql(query, {"t": token}, tenant=BETA))["data"]["subjects"]
+    assert other["rawResourceCounts"] == []
+    rows = await canonical.fetch("SELECT resource_type, patient_id FROM canonical.raw_resources ORDER BY 1")
+    assert [r["resource_type"] for r in rows] == ["Claim", "Device", "DiagnosticReport", "Provenance"]
+    assert rows[3]["patient_id"] is None
+
+
 async def test_any_token_finds_the_subject(api: Api, canonical: Canonical) -> None:
     ids = set()
     for rule in ("t1", "t2", "t3", "t4", "t5"):
