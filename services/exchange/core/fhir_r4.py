@@ -33,7 +33,7 @@ _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 @functools.cache
 def _definitions() -> dict[str, Any]:
-    """The schema's definitions with the two additions of the module docstring."""
+    """The schema's definitions with the three additions of the module docstring."""
     document = orjson.loads(gzip.decompress((contracts_dir() / SCHEMA).read_bytes()))
     definitions: dict[str, Any] = document["definitions"]
     types = sorted(document["discriminator"]["mapping"])

@@ -165,8 +165,8 @@ def classify_fhir(doc: Any) -> Classified:
 
 
 class Entry(NamedTuple):
-    """One entry of an unpacked Bundle: its index (`position`), its resource's JSON (b"" when it has none)
-    and what it is, or its pointer errors."""
+    """One entry of an unpacked Bundle: its index (`position`), its resource's JSON (b"" when it
+    is not valid) and what it is, or its pointer errors."""
 
     position: int
     data: bytes
