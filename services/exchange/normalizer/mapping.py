@@ -259,6 +259,8 @@ def map_fhir(resource: Any, ids: deid.CanonicalIds, fallback_id: str, today: dat
         items: list[tuple[dict[str, Any], str]] = []
         for i, entry in enumerate(entries):
             res = entry.get("resource") if isinstance(entry, dict) else None
+            if res is None and isinstance(entry, dict):
+                continue  # a search or batch-response entry may carry no resource: nothing to map
             if not isinstance(res, dict) or not isinstance(res.get("resourceType"), str):
                 raise unmappable(f"/entry/{i}/resource", "not a resource")
             full_url = entry.get("fullUrl")

@@ -133,3 +133,15 @@ def test_a_pre_1_0_change_refuses_an_adr_that_does_not_name_the_document(copy: P
 def test_a_published_document_is_never_removed(copy: Path) -> None:
     (copy / "contracts/events/record.normalized.v1.json").unlink()
     assert any("gone" in p for p in cv.problems())
+
+
+def test_an_additive_sdl_change_is_a_minor_version_that_must_be_recorded(copy: Path) -> None:
+    sdl = copy / "contracts/graphql/schema.graphql"
+    _edit(sdl, "API v1.1:", "API v1.2:")
+    _edit(sdl, "type Tokens {", "type Tokens {\n  added: String")
+    assert cv.read(sdl).version == "v1.2"
+    assert any("v1.2" in p and "not in contracts/published.yaml" in p for p in cv.problems())
+    data = _published(copy)
+    data["documents"]["graphql/schema.graphql"].append({"version": "v1.2", "sha256": cv.read(sdl).fingerprint})
+    _write_published(copy, data)
+    assert cv.problems() == []

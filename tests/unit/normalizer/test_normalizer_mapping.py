@@ -169,6 +169,8 @@ def test_a_bundle_maps_its_modelled_entries_and_keeps_the_others_raw_only():
     mapped = fhir(bundle)
     assert [r.table for r in mapped.rows] == ["patients", "raw_resources"] and not mapped.raw_only
     assert mapped.entity_counts() == {"patients": 1}
+    response = {"resourceType": "Bundle", "type": "batch-response", "entry": [{"response": {"status": "201"}}]}
+    assert fhir(response).rows == []  # an entry without a resource maps to nothing, and is not poison
 
 
 NATIVE = {
