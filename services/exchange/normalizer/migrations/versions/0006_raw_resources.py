@@ -4,16 +4,16 @@ Such a resource stays in the raw zone; the canonical schema keeps only that it e
 its canonical id and the patient it is about (when it references a Patient), so a subject's
 resources can be counted by type. Nothing else of it leaves the raw zone.
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 """
 
 from __future__ import annotations
 
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
