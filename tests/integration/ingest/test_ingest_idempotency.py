@@ -221,11 +221,15 @@ async def test_the_ingest_process_purges_on_its_own_and_counts_it(ingest_env, db
         uuid.uuid4(),
     )
     old_action, kept_action = f"old-{uuid.uuid4().hex[:8]}", f"kept-{uuid.uuid4().hex[:8]}"
-    for action, age in ((old_action, "400 days"), (kept_action, "300 days")):
+    # Ids grow with `at` in production, and the prune walks ids from the oldest: backdated rows
+    # get ids below every row the session's other tests wrote.
+    low = await db.fetchval("SELECT coalesce(min(id), 0) FROM ingest.audit")
+    for offset, (action, age) in enumerate(((old_action, "400 days"), (kept_action, "300 days"))):
         await db.execute(
-            "INSERT INTO ingest.audit (at, tenant, actor, action, record_id, correlation_id)"
-            f" VALUES (now() - interval '{age}', 'acme', 'a', $1, gen_random_uuid(), 'c')",
+            "INSERT INTO ingest.audit (id, at, tenant, actor, action, record_id, correlation_id)"
+            f" OVERRIDING SYSTEM VALUE VALUES ($2, now() - interval '{age}', 'acme', 'a', $1, gen_random_uuid(), 'c')",
             action,
+            low - 2 + offset,
         )
     env = {**ingest_env, "INGEST_IDEMPOTENCY_PURGE_SECONDS": "0.2", "DB_POOL_MAX": "2",
            "INGEST_AUDIT_RETENTION_SECONDS": str(365 * 86_400)}  # fmt: skip
