@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import aiohttp
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from opentelemetry.trace import SpanKind
 from prometheus_client import CollectorRegistry
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential_jitter
@@ -192,7 +192,7 @@ class Worker:
         try:
             await self.consumer.commit(offsets)
         except KafkaError as exc:
-            if type(exc).__name__ in ("CommitFailedError", "IllegalStateError"):
+            if isinstance(exc, (CommitFailedError, IllegalStateError)):
                 # Rebalanced away: the new owner redelivers, and the inbox makes that a no-op.
                 log.warning("commit_skipped_after_rebalance", error_class=type(exc).__name__)
                 return

@@ -175,8 +175,8 @@ def operator(
     Returns the namespace."""
     from kubernetes import client
 
+    from exchange_devtools.fixtures.operator_process import OperatorProcess, install_crd
     from exchange_operator.spec import GROUP, PLURAL, VERSION
-    from exchange_operator.testing import OperatorProcess, install_crd
 
     install_crd(kube_api_client)
     namespace = f"obs-{uuid.uuid4().hex[:8]}"

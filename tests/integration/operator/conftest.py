@@ -11,8 +11,8 @@ import pytest
 from kubernetes import client
 
 from exchange_devtools.engines.base import free_port
+from exchange_devtools.fixtures.operator_process import OperatorProcess, install_crd, wait_for
 from exchange_operator.spec import GROUP, PLURAL, VERSION
-from exchange_operator.testing import OperatorProcess, install_crd, wait_for
 
 RESYNC_SECONDS = "2"
 _OPERATORS: list[OperatorProcess] = []

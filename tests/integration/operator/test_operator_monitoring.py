@@ -10,7 +10,7 @@ import re
 import httpx
 from kubernetes import client
 
-from exchange_operator.testing import wait_for
+from exchange_devtools.fixtures.operator_process import wait_for
 
 POD_MONITORS = ("monitoring.coreos.com", "v1", "podmonitors")
 POD_MONITOR_CRD = {

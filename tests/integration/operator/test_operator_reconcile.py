@@ -9,9 +9,9 @@ import time
 import pytest
 from kubernetes import client
 
+from exchange_devtools.fixtures.operator_process import wait_for
 from exchange_operator.builders import Meta
 from exchange_operator.builders.common import instance_selector
-from exchange_operator.testing import wait_for
 
 KINDS = {
     "Deployment": lambda api, ns, sel: client.AppsV1Api(api).list_namespaced_deployment(ns, label_selector=sel),
