@@ -6,9 +6,9 @@ The lead registers `app` as the `ingest` sub-command (`exchange ingest bulk FILE
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -17,8 +17,10 @@ import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, retry_if_result, stop_after_attempt
 
 from exchange.core.auth import DEV_TOKEN
+from exchange.core.retry import doubling
 
 app = typer.Typer(help="Ingest records into Exchange.", no_args_is_help=True)
 console = Console(stderr=True)
@@ -55,22 +57,34 @@ def _encoded(body: bytes, compress: bool) -> tuple[bytes, dict[str, str]]:
 
 
 def _post(client: httpx.Client, url: str, body: bytes, headers: dict[str, str], attempts: int) -> httpx.Response:
-    """POST with the same Idempotency-Key on every retry, so a retried chunk is never doubled."""
-    delay = 0.5
-    for attempt in range(attempts):
-        try:
-            resp = client.post(url, content=body, headers=headers)
-            # A 409 without Retry-After is `idempotency-key-reused`: retrying the same key cannot help.
-            reused = resp.status_code == 409 and "retry-after" not in resp.headers
-            if resp.status_code not in RETRYABLE or reused or attempt == attempts - 1:
-                return resp
-            delay = float(resp.headers.get("retry-after", delay))
-        except httpx.TransportError:
-            if attempt == attempts - 1:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, 10.0)
-    raise RuntimeError("unreachable")
+    """POST with the same Idempotency-Key on every retry, so a retried chunk is never doubled. The
+    last answer is returned once the attempts are spent; a transport error then propagates."""
+    backoff = doubling(0.5, 10.0)
+
+    def retryable(resp: httpx.Response) -> bool:
+        # A 409 without Retry-After is `idempotency-key-reused`: retrying the same key cannot help.
+        return resp.status_code in RETRYABLE and not (resp.status_code == 409 and "retry-after" not in resp.headers)
+
+    def wait(state: RetryCallState) -> float:
+        outcome = state.outcome
+        if outcome is not None and not outcome.failed:
+            with contextlib.suppress(ValueError):
+                return float(outcome.result().headers.get("retry-after", ""))
+        return float(backoff(state))
+
+    def last(state: RetryCallState) -> httpx.Response:
+        assert state.outcome is not None
+        answer: httpx.Response = state.outcome.result()  # re-raises a transport error
+        return answer
+
+    retrying = Retrying(
+        stop=stop_after_attempt(attempts),
+        wait=wait,
+        retry=retry_if_exception_type(httpx.TransportError) | retry_if_result(retryable),
+        retry_error_callback=last,
+    )
+    response: httpx.Response = retrying(client.post, url, content=body, headers=headers)
+    return response
 
 
 @app.command("bulk")

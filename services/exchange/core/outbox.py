@@ -55,10 +55,12 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, Span, SpanKind
 
 from exchange.core import retention, tracing
+from exchange.core.aio import sleep_or
 from exchange.core.errors import ConfigError
 from exchange.core.kafka import partition_for
 from exchange.core.logging import get_logger
 from exchange.core.migrations import NOTIFY_GATE_LOCK_CLASS
+from exchange.core.retry import Backoff
 
 log = get_logger(__name__)
 # The pick must walk the pending queue's primary key, stop after one batch and fetch each row
@@ -329,7 +331,7 @@ class OutboxRelay:
         Idle (a pick found none): LISTEN, then pick once more (rows committed before the LISTEN
         took effect are found now; later ones NOTIFY), then wait for a NOTIFY, `wake` or the poll
         interval."""
-        backoff = 0.5
+        backoff = Backoff(first=0.5, maximum=self.outbox.max_backoff)
         while not stop.is_set():
             try:
                 self.wake.clear()  # before the pick: a wake-up from now on ends the wait below
@@ -339,7 +341,7 @@ class OutboxRelay:
                 elif self._listening is not True and self._listen_dsn is not None:
                     await self._listen(True)
                     published = await self.publish_batch()
-                backoff = 0.5
+                backoff.succeeded()
                 if published >= self.outbox.batch_size:
                     continue  # more waiting: no sleep
             except asyncio.CancelledError:
@@ -347,11 +349,11 @@ class OutboxRelay:
             except Exception as exc:
                 if self._errors is not None:
                     self._errors.inc()
-                log.warning(self.outbox.failure_event, error_class=type(exc).__name__, retry_in=backoff)
+                delay = backoff.failed()
+                log.warning(self.outbox.failure_event, error_class=type(exc).__name__, retry_in=delay)
                 await self._drop_producer()
                 await self._close_listener()
-                await sleep_or(stop, backoff)
-                backoff = min(backoff * 2, self.outbox.max_backoff)
+                await sleep_or(stop, delay)
                 continue
             if published:  # busy: more rows are likely on their way
                 await sleep_or(stop, self.outbox.linger_seconds)
@@ -458,15 +460,3 @@ async def produce(
     finally:
         for span in spans:
             span.end()
-
-
-async def sleep_or(stop: asyncio.Event, seconds: float, wake: asyncio.Event | None = None) -> None:
-    """Sleep `seconds`, or less when `stop` (or `wake`) is set."""
-    waiters = [asyncio.ensure_future(stop.wait())]
-    if wake is not None:
-        waiters.append(asyncio.ensure_future(wake.wait()))
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for waiter in waiters:
-            waiter.cancel()

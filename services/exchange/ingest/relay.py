@@ -23,6 +23,7 @@ from exchange.core.db import create_pool, pool_readiness
 from exchange.core.kafka import bootstrap_readiness, make_producer
 from exchange.core.logging import bind_correlation_id, configure_logging, get_logger
 from exchange.core.probes import ProbeServer, waiting_for
+from exchange.core.retry import until_stopped
 from exchange.core.tracing import configure_tracing
 from exchange.ingest.metrics import IngestMetrics
 from exchange.ingest.settings import RelaySettings
@@ -104,15 +105,14 @@ async def _pool_with_retry(settings: RelaySettings, stop: asyncio.Event) -> Any:
     """The pool, once Postgres answers (None when stopped first). The wait between tries stays
     short (startup's own backoff): the relay's Pod starts with Postgres, and a 30 s back-off kept
     a pipeline from Ready that long after its database was up."""
-    delay = startup.FIRST_DELAY
-    while not stop.is_set():
-        try:
-            return await create_pool(settings, generic_plans=True, min_size=1, max_size=2)
-        except Exception as exc:
-            log.warning("relay_db_unavailable", error_class=type(exc).__name__, retry_in=delay)
-            await outbox.sleep_or(stop, delay)
-            delay = min(delay * 2, startup.MAX_DELAY)
-    return None
+
+    def waiting(error: BaseException, delay: float) -> None:
+        log.warning("relay_db_unavailable", error_class=type(error).__name__, retry_in=delay)
+
+    return await until_stopped(
+        lambda: create_pool(settings, generic_plans=True, min_size=1, max_size=2), stop,
+        retry_on=(Exception,), on_retry=waiting, first=startup.FIRST_DELAY, maximum=startup.MAX_DELAY,
+    )  # fmt: skip
 
 
 def run(settings: RelaySettings | None = None) -> None:

@@ -22,6 +22,7 @@ import hmac
 from datetime import UTC, datetime
 from urllib.parse import quote
 
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from yarl import URL
 
 from exchange.core.http1 import Http1Client, HttpError
@@ -77,7 +78,16 @@ class SigV4:
 
 
 class S3PutError(Exception):
-    """The PUT failed (status or transport); the message holds no object content."""
+    """The PUT failed (status or transport); the message holds no object content. `retryable`:
+    a transport error or a 5xx (a 4xx, credentials or bucket, will not change by retrying)."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+def _retryable(error: BaseException) -> bool:
+    return isinstance(error, S3PutError) and error.retryable
 
 
 class S3Putter:
@@ -110,21 +120,24 @@ class S3Putter:
     async def put(self, bucket: str, key: str, body: bytes, sha256_hex: str, headers: dict[str, str]) -> None:
         """PUT `body` (whose SHA-256 is `sha256_hex`) to `bucket/key`; raises S3PutError."""
         path = self.base_path + "/" + quote(bucket, safe="") + "/" + quote(key, safe="/")
-        length = f"content-length: {len(body)}\r\n\r\n"
-        for attempt in range(self.retries + 1):
-            # The signer folds whitespace (CR and LF included) out of every value it signs.
-            signed = self.sign(path, headers, sha256_hex)
-            head = f"PUT {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in signed.items()) + length
-            try:
-                answer = await self.client.request(head.encode(), body)
-            except HttpError as exc:
-                error = S3PutError(f"S3 PUT failed: {exc}")
-            else:
-                if answer.status == 200:
-                    return
-                error = S3PutError(f"S3 PUT answered {answer.status}")
-                if answer.status < 500:
-                    raise error  # 4xx (credentials, bucket): retrying will not help
-            if attempt == self.retries:
-                raise error
-        raise AssertionError("unreachable")
+        try:
+            await self._put_once(path, body, sha256_hex, headers)
+        except S3PutError as error:
+            if not error.retryable or not self.retries:
+                raise
+            # tenacity only once a PUT failed: building its retrier costs ~16 µs, too much for every PUT.
+            retrying = AsyncRetrying(stop=stop_after_attempt(self.retries), retry=retry_if_exception(_retryable),
+                                     reraise=True)  # fmt: skip
+            await retrying(self._put_once, path, body, sha256_hex, headers)
+
+    async def _put_once(self, path: str, body: bytes, sha256_hex: str, headers: dict[str, str]) -> None:
+        # The signer folds whitespace (CR and LF included) out of every value it signs.
+        signed = self.sign(path, headers, sha256_hex)
+        head = f"PUT {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in signed.items())
+        head += f"content-length: {len(body)}\r\n\r\n"
+        try:
+            answer = await self.client.request(head.encode(), body)
+        except HttpError as exc:
+            raise S3PutError(f"S3 PUT failed: {exc}", retryable=True) from None
+        if answer.status != 200:
+            raise S3PutError(f"S3 PUT answered {answer.status}", retryable=answer.status >= 500)

@@ -38,6 +38,7 @@ from exchange.core.kafka import bootstrap_readiness, header_map, make_consumer, 
 from exchange.core.logging import bind_correlation_id, get_logger
 from exchange.core.probes import ProbeServer, waiting_for
 from exchange.core.retention import Pruner
+from exchange.core.retry import until_stopped
 from exchange.core.settings import load
 from exchange.core.storage import bucket_readiness, s3_client
 from exchange.normalizer import migrations
@@ -317,16 +318,13 @@ def _event_id(message: Message) -> str | None:
 
 async def _until_up(what: str, fn: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T | None:
     """Start-up: retry `fn` with backoff until it works (engines may start after us)."""
-    delay = 0.5
-    while not stop.is_set():
-        try:
-            return await fn()
-        except (DependencyError, OSError, KafkaError, asyncpg.PostgresError) as exc:
-            log.warning("dependency_unavailable_at_start", dependency=what, error_class=type(exc).__name__)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=delay)
-            delay = min(delay * 2, 10.0)
-    return None
+
+    def waiting(error: BaseException, delay: float) -> None:
+        log.warning("dependency_unavailable_at_start", dependency=what, error_class=type(error).__name__)
+
+    return await until_stopped(
+        fn, stop, retry_on=(DependencyError, OSError, KafkaError, asyncpg.PostgresError), on_retry=waiting
+    )
 
 
 async def run() -> None:
