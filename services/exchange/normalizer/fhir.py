@@ -1,7 +1,8 @@
 """Pure helpers that read FHIR R4 datatypes into canonical values (codes, dates, references).
 
-Only coded values (system + code), statuses, dates and numbers are read; `display`, `text`,
-narrative, notes and every other free-text element are ignored on purpose. Anything malformed
+Only coded values (system + code), statuses, years of dates and numbers are read; `display`,
+`text`, narrative, notes, units' free text and every other free-text element are ignored on
+purpose (HIPAA Safe Harbor, ADR 0014). Anything malformed
 raises `PoisonError("unmappable", ...)` naming the element, never its value.
 """
 
@@ -84,12 +85,19 @@ def instant(value: Any, where: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def period(value: Any, where: str) -> tuple[datetime | None, datetime | None]:
+def year(value: Any, where: str) -> int | None:
+    """The year of a FHIR date / dateTime / instant as written (Safe Harbor keeps nothing finer)."""
+    moment = instant(value, where)
+    return None if moment is None else moment.year
+
+
+def period_years(value: Any, where: str) -> tuple[int | None, int | None]:
+    """The years of a Period's start and end."""
     if value is None:
         return None, None
     if not isinstance(value, dict):
         raise unmappable(where, "not a Period")
-    return instant(value.get("start"), f"{where}/start"), instant(value.get("end"), f"{where}/end")
+    return year(value.get("start"), f"{where}/start"), year(value.get("end"), f"{where}/end")
 
 
 def decimal(value: Any, where: str) -> Decimal | None:

@@ -20,11 +20,11 @@ from exchange.normalizer.fhir import (
     concept_code,
     decimal,
     first_code,
-    instant,
-    period,
+    period_years,
     reference,
     token,
     unmappable,
+    year,
 )
 from exchange.normalizer.model import NATIVE_PATIENT, RAW_ONLY_TABLE, Mapped, Person, PersonLink, Row, TokenSet
 from exchange.normalizer.native import map_native
@@ -125,7 +125,7 @@ def _encounter(ctx: FhirContext, res: dict[str, Any], where: str) -> None:
     values = ctx.fact({**res, "type": types[0] if types else None}, where, code_field="type")
     klass = res.get("class")
     values["class_code"] = token(klass.get("code"), f"{where}/class/code") if isinstance(klass, dict) else None
-    values["period_start"], values["period_end"] = period(res.get("period"), f"{where}/period")
+    values["period_start_year"], values["period_end_year"] = period_years(res.get("period"), f"{where}/period")
     values["patient_id"] = ctx.ref(res, "subject", where, "Patient", required=True)
     ctx.mapped.rows.append(Row("encounters", values))
 
@@ -136,9 +136,9 @@ def _condition(ctx: FhirContext, res: dict[str, Any], where: str) -> None:
     values["clinical_status"] = concept_code(res.get("clinicalStatus"), f"{where}/clinicalStatus")
     values["verification_status"] = concept_code(res.get("verificationStatus"), f"{where}/verificationStatus")
     onset = res.get("onsetDateTime") or (res.get("onsetPeriod") or {}).get("start")
-    values["onset_at"] = instant(onset, f"{where}/onset")
-    values["abatement_at"] = instant(res.get("abatementDateTime"), f"{where}/abatementDateTime")
-    values["recorded_at"] = instant(res.get("recordedDate"), f"{where}/recordedDate")
+    values["onset_year"] = year(onset, f"{where}/onset")
+    values["abatement_year"] = year(res.get("abatementDateTime"), f"{where}/abatementDateTime")
+    values["recorded_year"] = year(res.get("recordedDate"), f"{where}/recordedDate")
     values["patient_id"] = ctx.ref(res, "subject", where, "Patient", required=True)
     values["encounter_id"] = ctx.ref(res, "encounter", where, "Encounter")
     ctx.mapped.rows.append(Row("conditions", values))
@@ -153,13 +153,13 @@ def _observation(ctx: FhirContext, res: dict[str, Any], where: str) -> None:
     effective = (
         res.get("effectiveDateTime") or res.get("effectiveInstant") or (res.get("effectivePeriod") or {}).get("start")
     )
-    values["effective_at"] = instant(effective, f"{where}/effective")
+    values["effective_year"] = year(effective, f"{where}/effective")
     values.update(value_num=None, value_unit=None, value_code_system=None, value_code=None, value_bool=None)
     quantity = res.get("valueQuantity")
     if isinstance(quantity, dict):
         values["value_num"] = decimal(quantity.get("value"), f"{where}/valueQuantity/value")
-        unit = quantity.get("code") if quantity.get("system") == "http://unitsofmeasure.org" else quantity.get("unit")
-        values["value_unit"] = token(unit if unit is not None else quantity.get("code"), f"{where}/valueQuantity/unit")
+        # The coded unit only: `unit` is free text.
+        values["value_unit"] = token(quantity.get("code"), f"{where}/valueQuantity/code")
     elif "valueCodeableConcept" in res:
         pairs = codings(res["valueCodeableConcept"], f"{where}/valueCodeableConcept")
         values["value_code_system"], values["value_code"] = first_code(pairs)
@@ -177,7 +177,7 @@ def _observation(ctx: FhirContext, res: dict[str, Any], where: str) -> None:
 
 def _immunization(ctx: FhirContext, res: dict[str, Any], where: str) -> None:
     values = ctx.fact(res, where, code_field="vaccineCode")
-    values["occurred_at"] = instant(res.get("occurrenceDateTime"), f"{where}/occurrenceDateTime")
+    values["occurred_year"] = year(res.get("occurrenceDateTime"), f"{where}/occurrenceDateTime")
     values["patient_id"] = ctx.ref(res, "patient", where, "Patient", required=True)
     values["encounter_id"] = ctx.ref(res, "encounter", where, "Encounter")
     ctx.mapped.rows.append(Row("immunizations", values))
@@ -193,7 +193,7 @@ def _allergy(ctx: FhirContext, res: dict[str, Any], where: str) -> None:
         token(categories[0], f"{where}/category/0") if isinstance(categories, list) and categories else None
     )
     values["criticality"] = token(res.get("criticality"), f"{where}/criticality")
-    values["recorded_at"] = instant(res.get("recordedDate"), f"{where}/recordedDate")
+    values["recorded_year"] = year(res.get("recordedDate"), f"{where}/recordedDate")
     values["patient_id"] = ctx.ref(res, "patient", where, "Patient", required=True)
     values["encounter_id"] = ctx.ref(res, "encounter", where, "Encounter")
     ctx.mapped.rows.append(Row("allergy_intolerances", values))
@@ -201,10 +201,10 @@ def _allergy(ctx: FhirContext, res: dict[str, Any], where: str) -> None:
 
 def _procedure(ctx: FhirContext, res: dict[str, Any], where: str) -> None:
     values = ctx.fact(res, where)
-    start, end = period(res.get("performedPeriod"), f"{where}/performedPeriod")
+    start, end = period_years(res.get("performedPeriod"), f"{where}/performedPeriod")
     if "performedDateTime" in res:
-        start = end = instant(res["performedDateTime"], f"{where}/performedDateTime")
-    values["performed_start"], values["performed_end"] = start, end
+        start = end = year(res["performedDateTime"], f"{where}/performedDateTime")
+    values["performed_start_year"], values["performed_end_year"] = start, end
     values["patient_id"] = ctx.ref(res, "subject", where, "Patient", required=True)
     values["encounter_id"] = ctx.ref(res, "encounter", where, "Encounter")
     ctx.mapped.rows.append(Row("procedures", values))

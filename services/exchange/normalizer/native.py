@@ -18,7 +18,7 @@ from jsonschema import Draft202012Validator
 from exchange.core.contracts import error_pointers, load_document
 from exchange.core.errors import PoisonError
 from exchange.normalizer import deid
-from exchange.normalizer.fhir import coding_pair, codings, decimal, first_code, instant, token, unmappable
+from exchange.normalizer.fhir import coding_pair, codings, decimal, first_code, token, unmappable, year
 from exchange.normalizer.model import NATIVE_PATIENT, Mapped, Person, PersonLink, Row
 
 INGEST_CONTRACT = "api/ingest.v1.openapi.yaml"
@@ -169,27 +169,27 @@ def map_native(envelope: Any, ids: deid.CanonicalIds, fallback_id: str, today: d
         values["encounter_id"] = _encounter_ref(data, source, ids, mapped)
     if record_type == "encounter":
         values["class_code"] = token(data.get("class"), "/data/class")
-        values["period_start"] = instant(occurred, "/data/start")
-        values["period_end"] = instant(data.get("end"), "/data/end")
+        values["period_start_year"] = year(occurred, "/data/start")
+        values["period_end_year"] = year(data.get("end"), "/data/end")
     elif record_type in ("condition", "allergy_intolerance"):
         values["clinical_status"] = token(data.get("clinical_status"), "/data/clinical_status")
         values["verification_status"] = token(data.get("verification_status"), "/data/verification_status")
-        values["recorded_at"] = instant(data.get("recorded"), "/data/recorded")
+        values["recorded_year"] = year(data.get("recorded"), "/data/recorded")
         if record_type == "condition":
-            values["onset_at"] = instant(data.get("onset") or occurred, "/data/onset")
-            values["abatement_at"] = instant(data.get("abatement"), "/data/abatement")
+            values["onset_year"] = year(data.get("onset") or occurred, "/data/onset")
+            values["abatement_year"] = year(data.get("abatement"), "/data/abatement")
         else:
             values["category"] = token(data.get("category"), "/data/category")
             values["criticality"] = token(data.get("criticality"), "/data/criticality")
     elif record_type == "observation":
         values["category"] = token(data.get("category"), "/data/category")
-        values["effective_at"] = instant(data.get("effective") or occurred, "/data/effective")
+        values["effective_year"] = year(data.get("effective") or occurred, "/data/effective")
         _value(values, data)
     elif record_type == "immunization":
-        values["occurred_at"] = instant(data.get("occurred") or occurred, "/data/occurred")
+        values["occurred_year"] = year(data.get("occurred") or occurred, "/data/occurred")
     elif record_type == "procedure":
-        values["performed_start"] = instant(occurred, "/data/start")
-        values["performed_end"] = instant(data.get("end"), "/data/end")
+        values["performed_start_year"] = year(occurred, "/data/start")
+        values["performed_end_year"] = year(data.get("end"), "/data/end")
     mapped.rows.append(Row(TABLES[record_type], values))
     return mapped
 

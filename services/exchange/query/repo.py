@@ -27,16 +27,21 @@ EPOCH = "timestamptz '0001-01-01 00:00:00+00'"
 @dataclass(frozen=True, slots=True)
 class FactTable:
     table: str
-    time_column: str
+    year_column: str
+    """Facts keep the year of their dates only (ADR 0014); pages and windows use its first instant."""
+
+    def time(self, alias: str = "") -> str:
+        column = f"{alias}.{self.year_column}" if alias else self.year_column
+        return f"make_timestamptz({column}, 1, 1, 0, 0, 0, 'UTC')"
 
 
 FACTS: dict[str, FactTable] = {
-    "encounters": FactTable("encounters", "period_start"),
-    "conditions": FactTable("conditions", "onset_at"),
-    "observations": FactTable("observations", "effective_at"),
-    "immunizations": FactTable("immunizations", "occurred_at"),
-    "allergy_intolerances": FactTable("allergy_intolerances", "recorded_at"),
-    "procedures": FactTable("procedures", "performed_start"),
+    "encounters": FactTable("encounters", "period_start_year"),
+    "conditions": FactTable("conditions", "onset_year"),
+    "observations": FactTable("observations", "effective_year"),
+    "immunizations": FactTable("immunizations", "occurred_year"),
+    "allergy_intolerances": FactTable("allergy_intolerances", "recorded_year"),
+    "procedures": FactTable("procedures", "performed_start_year"),
 }
 TOKEN_COLUMNS = ("t1", "t2", "t3", "t4", "t5")
 BUCKETS = frozenset({"hour", "day", "week", "month", "year"})
@@ -159,7 +164,7 @@ class Repo:
         fact = FACTS[kind]
         p = _Params()
         ids = p.add(list(parent_ids), "uuid[]")
-        sort = f"COALESCE(f.{fact.time_column}, {EPOCH})"
+        sort = f"COALESCE({fact.time('f')}, {EPOCH})"
         if parent == "patient":
             parent_expr, join = "f.patient_id", ""
             where = f"f.patient_id = ANY({ids})" + _tenant(p, "f", tenant)
@@ -237,7 +242,7 @@ class Repo:
         if bucket not in BUCKETS:
             raise ValueError("unknown bucket")
         fact = FACTS[kind]
-        ts = fact.time_column
+        ts = fact.time()
         sql = (
             f"SELECT '{kind}' AS kind, date_trunc('{bucket}', {ts}, 'UTC') AS bucket, count(*) AS n "
             f"FROM canonical.{fact.table} WHERE tenant = $1 AND {ts} >= $2 AND {ts} < $3 GROUP BY 1, 2 ORDER BY 2"

@@ -215,8 +215,8 @@ class ClinicalFact:
 @strawberry.type
 class Encounter(ClinicalFact):
     class_code: str | None
-    period_start: datetime | None
-    period_end: datetime | None
+    period_start_year: int | None
+    period_end_year: int | None
 
 
 @strawberry.type
@@ -224,16 +224,16 @@ class Condition(ClinicalFact):
     encounter_id: strawberry.ID | None
     clinical_status: str | None
     verification_status: str | None
-    onset_at: datetime | None
-    abatement_at: datetime | None
-    recorded_at: datetime | None
+    onset_year: int | None
+    abatement_year: int | None
+    recorded_year: int | None
 
 
 @strawberry.type
 class Observation(ClinicalFact):
     encounter_id: strawberry.ID | None
     category: str | None
-    effective_at: datetime | None
+    effective_year: int | None
     value_num: float | None
     value_unit: str | None
     value_code_system: str | None
@@ -244,7 +244,7 @@ class Observation(ClinicalFact):
 @strawberry.type
 class Immunization(ClinicalFact):
     encounter_id: strawberry.ID | None
-    occurred_at: datetime | None
+    occurred_year: int | None
 
 
 @strawberry.type
@@ -254,14 +254,14 @@ class AllergyIntolerance(ClinicalFact):
     verification_status: str | None
     category: str | None
     criticality: str | None
-    recorded_at: datetime | None
+    recorded_year: int | None
 
 
 @strawberry.type
 class Procedure(ClinicalFact):
     encounter_id: strawberry.ID | None
-    performed_start: datetime | None
-    performed_end: datetime | None
+    performed_start_year: int | None
+    performed_end_year: int | None
 
 
 FACT_TYPES: dict[str, type[ClinicalFact]] = {
@@ -309,7 +309,9 @@ def _facts_field(kind: str, parent: str, cross_tenant: bool) -> Any:
 
     resolve.__annotations__["return"] = Connection[FACT_TYPES[kind]]  # type: ignore[valid-type]
     return strawberry.field(
-        resolver=resolve, description=f"{kind.replace('_', ' ').capitalize()}, ordered by date, within [since, until)."
+        resolver=resolve,
+        description=f"{kind.replace('_', ' ').capitalize()}, ordered by year, within [since, until) "
+        "(a year is its 1 January).",
     )
 
 
@@ -531,7 +533,10 @@ class Query:
         rows = await ctx.loaders.repo.record_counts(ctx.loaders.tenant, bucket.value, since, until, record_type)
         return [CountBucket(kind=r["kind"], bucket_start=r["bucket"], count=r["n"]) for r in rows]
 
-    @strawberry.field(description="The caller's facts of one kind counted by clinical-date bucket in [since, until).")
+    @strawberry.field(
+        description="The caller's facts of one kind counted by clinical-year bucket in [since, until) "
+        "(dates keep the year only: a fact counts in the bucket of its 1 January)."
+    )
     async def fact_counts(
         self, info: Info, kind: FactKind, bucket: TimeBucket, since: datetime, until: datetime
     ) -> list[CountBucket]:

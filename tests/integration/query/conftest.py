@@ -74,7 +74,7 @@ class Canonical:
     query_dsn: str
     database: str
     patient_ids: list[str]  # Synthea Patient ids, in file order
-    observed_patient: str  # the Synthea patient with synthetic Observations
+    observed_patient: str  # the Synthea patient (under 90) with synthetic Observations
     lines: dict[tuple[str, str], int]  # (tenant, resource type) → lines sent
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -169,7 +169,8 @@ async def canonical(postgres: Any, s3: Any, tokenizer_for_query: str) -> AsyncIt
         await client.create_bucket(Bucket=bucket)
     patients = synthea("Patient")
     patient_ids = [orjson.loads(p)["id"] for p in patients]
-    observed = patient_ids[0]
+    # Observations go to the first patient under 90 (a 90+ subject's facts keep no year: ADR 0014).
+    observed = next(orjson.loads(p)["id"] for p in patients if int(orjson.loads(p)["birthDate"][:4]) > 1940)
     sends = [(ACME, kind, synthea(kind)) for kind in ACME_FILES]
     sends.append((ACME, "Observation", synthetic_observations(observed)))
     sends += [(ACME, r["resourceType"], [orjson.dumps(r)]) for r in unmodelled_resources(observed)]  # raw-only

@@ -35,7 +35,8 @@ async def test_a_subject_by_token_has_the_tenants_records_and_facts(api: Api, ca
              patients { id tenant record { recordType } }
              records(first: 5) { edges { node { recordType tenant } } pageInfo { hasNextPage } }
              encounters(first: 3) { FACTS } observations { edges { node { ... on Observation { valueNum valueUnit
-               valueCode effectiveAt } } } } conditions { FACTS } immunizations { FACTS } allergyIntolerances { FACTS }
+               valueCode effectiveYear } } } } conditions { FACTS } immunizations { FACTS }
+             allergyIntolerances { FACTS }
              procedures(first: 2) { FACTS } } }""".replace("FACTS", FACTS),
         {"t": token},
     )
@@ -49,7 +50,10 @@ async def test_a_subject_by_token_has_the_tenants_records_and_facts(api: Api, ca
     assert len(subject["encounters"]["edges"]) == 3 and subject["encounters"]["pageInfo"]["hasNextPage"]
     assert all(e["node"]["codings"] for e in subject["encounters"]["edges"])
     observations = [e["node"] for e in subject["observations"]["edges"]]
-    assert [o["valueNum"] for o in observations] == [121.0, 122.0, 123.0, None]
+    # ordered by year only (ADR 0014): the three 2020 readings in id order, then 2021's
+    assert [o["effectiveYear"] for o in observations] == [2020, 2020, 2020, 2021]
+    assert sorted(o["valueNum"] for o in observations[:3]) == [121.0, 122.0, 123.0]
+    assert observations[3]["valueNum"] is None
     assert observations[0]["valueUnit"] == "mm[Hg]" and observations[3]["valueCode"] == "266919005"
     assert len(subject["procedures"]["edges"]) == 2
 

@@ -49,7 +49,7 @@ def test_a_synthea_patient_gives_a_person_to_tokenize_and_only_safe_harbor_demog
     assert row.table == "patients" and set(row.values) == {"id", "subject_id", "deceased"}
 
 
-def test_an_encounter_keeps_codes_and_dates_and_resolves_its_patient():
+def test_an_encounter_keeps_codes_and_years_and_resolves_its_patient():
     encounter = first("Encounter")
     mapped = fhir(encounter)
     (row,) = mapped.rows
@@ -62,7 +62,10 @@ def test_an_encounter_keeps_codes_and_dates_and_resolves_its_patient():
     assert values["code"] == encounter["type"][0]["coding"][0]["code"]
     assert values["code_system"] == "http://snomed.info/sct"
     assert values["class_code"] == "AMB" and values["status"] == "finished"
-    assert values["period_start"].isoformat().startswith(encounter["period"]["start"][:19])
+    # Safe Harbor: the year of each date only (ADR 0014)
+    assert values["period_start_year"] == int(encounter["period"]["start"][:4])
+    assert values["period_end_year"] == int(encounter["period"]["end"][:4])
+    assert not any(isinstance(v, date) for v in values.values())
     # display texts (which here carry a person's name) are gone
     assert encounter["subject"]["display"] not in all_strings(values)
     assert not any("display" in c for c in values["codings"])
@@ -101,6 +104,20 @@ def test_an_observation_keeps_value_and_unit_but_not_free_text():
     assert (row.values["code"], str(row.values["value_num"]), row.values["value_unit"]) == ("8302-2", "170.2", "cm")
     assert row.values["category"] == "vital-signs"
     assert not any("Jane" in s or "555" in s for s in all_strings(row.values))
+
+
+def test_dates_keep_their_year_as_written_and_a_units_free_text_is_dropped():
+    obs = {
+        "resourceType": "Observation", "id": "o2", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "8302-2"}]}, "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": "2019-12-31T23:30:00-05:00", "valueQuantity": {"value": 3, "unit": "Jane Doe units"},
+    }  # fmt: skip
+    (row,) = fhir(obs).rows
+    assert row.values["effective_year"] == 2019  # 2020 in UTC: the year is the one the source wrote
+    assert row.values["value_unit"] is None and "effective_at" not in row.values
+    native = {**NATIVE, "data": {**NATIVE["data"], "effective": "2023-07-08"}}
+    (fact,) = map_record(native, source_format="native", ids=IDS, fallback_id="object:n:1", today=TODAY).rows
+    assert fact.values["effective_year"] == 2023
 
 
 def test_a_bundle_resolves_urn_uuid_references_between_its_entries():
