@@ -39,10 +39,13 @@ $$;
 
 -- BEFORE INSERT OR UPDATE of a fact; TG_ARGV names its year columns.
 CREATE FUNCTION canonical.withhold_years_over_89() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    over boolean;
 BEGIN
     IF NEW.patient_id IS NOT NULL THEN
-        PERFORM 1 FROM canonical.patients WHERE id = NEW.patient_id FOR SHARE;
-        IF canonical.over_89(NEW.patient_id) THEN
+        SELECT s.age_over_89 INTO over FROM canonical.patients p
+          LEFT JOIN canonical.subjects s ON s.id = p.subject_id WHERE p.id = NEW.patient_id FOR SHARE OF p;
+        IF over THEN
             NEW := jsonb_populate_record(NEW, (SELECT jsonb_object_agg(c, NULL) FROM unnest(TG_ARGV) c));
         END IF;
     END IF;
