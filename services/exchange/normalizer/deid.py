@@ -1,6 +1,7 @@
 """De-identification rules (HIPAA Safe Harbor, 45 CFR 164.514(b)(2)) and canonical id derivation.
 
 - Birth dates keep the year only; for anyone 90 or older even the year goes (`age_over_89`).
+- An age stated as an observation's value (LOINC age codes) of 90 years or more becomes 90.
 - ZIP codes keep the first three digits, and '000' replaces the three-digit prefixes whose
   population is 20,000 or fewer (the HHS list from the 2000 census).
 - Source ids (FHIR ids, partner record ids: possibly MRNs) are never stored; a canonical id is
@@ -15,6 +16,7 @@ import hmac
 import re
 import uuid
 from datetime import date
+from decimal import Decimal
 
 from exchange.normalizer.model import Demographics
 
@@ -62,6 +64,26 @@ def birth_year(birth_date: str | None, today: date) -> tuple[int | None, bool]:
     if age >= 90:
         return None, True
     return year, False
+
+
+AGE_CODES = frozenset({
+    ("http://loinc.org", "30525-0"), ("http://loinc.org", "21612-7"), ("http://loinc.org", "29553-5"),
+    ("http://loinc.org", "21611-9"), ("http://loinc.org", "63900-5"),
+})  # fmt: skip
+"""LOINC codes whose value is the person's age (age, reported, calculated, estimated, at death)."""
+_YEARS_PER_UNIT = {"a": 1, "yr": 1, "year": 1, "years": 1, "mo": 12, "wk": 52, "d": 365}
+
+
+def age_over_89(
+    pairs: list[dict[str, str]], value: Decimal | None, unit: str | None
+) -> tuple[Decimal | None, str | None]:
+    """An age value of 90 years or more as 90 `a` (Safe Harbor aggregates ages over 89); others unchanged."""
+    if value is None or not any((p["system"], p["code"]) in AGE_CODES for p in pairs):
+        return value, unit
+    per_year = _YEARS_PER_UNIT.get((unit or "a").lower())
+    if per_year is None or value / per_year >= 90:
+        return (Decimal(90), "a") if per_year else (None, None)
+    return value, unit
 
 
 def sex(value: str | None) -> str | None:

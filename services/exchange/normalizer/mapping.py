@@ -170,6 +170,9 @@ def _observation(ctx: FhirContext, res: dict[str, Any], where: str) -> None:
     elif "valueInteger" in res:
         values["value_num"] = decimal(res["valueInteger"], f"{where}/valueInteger")
     # valueString and the other free-text values are not kept.
+    values["value_num"], values["value_unit"] = deid.age_over_89(
+        values["codings"], values["value_num"], values["value_unit"]
+    )
     values["patient_id"] = ctx.ref(res, "subject", where, "Patient", required=True)
     values["encounter_id"] = ctx.ref(res, "encounter", where, "Encounter")
     ctx.mapped.rows.append(Row("observations", values))

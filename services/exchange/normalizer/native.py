@@ -185,6 +185,7 @@ def map_native(envelope: Any, ids: deid.CanonicalIds, fallback_id: str, today: d
         values["category"] = token(data.get("category"), "/data/category")
         values["effective_year"] = year(data.get("effective") or occurred, "/data/effective")
         _value(values, data)
+        values["value_num"], values["value_unit"] = deid.age_over_89(pairs, values["value_num"], values["value_unit"])
     elif record_type == "immunization":
         values["occurred_year"] = year(data.get("occurred") or occurred, "/data/occurred")
     elif record_type == "procedure":

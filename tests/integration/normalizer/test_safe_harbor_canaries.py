@@ -188,6 +188,10 @@ def fhir_resources() -> list[dict[str, Any]]:
          "effectiveDateTime": "2019-08-23",
          "valueAttachment": {"contentType": "image/jpeg", "data": "Q0FOQVJZUEhPVE9RWA==",
                              "url": "https://photos.quorvald.example/face.jpg"}},
+        {"resourceType": "Observation", "id": "obs-age", "status": "final",
+         "code": {"coding": [{"system": LOINC, "code": "21612-7"}]}, "subject": SUBJECT,
+         "effectiveDateTime": "2019-08-23", "valueQuantity": {"value": 97, "system": "http://unitsofmeasure.org",
+                                                              "code": "a"}},
     ]  # fmt: skip
     immunization = {
         "resourceType": "Immunization", "id": "imm-1", "status": "completed", "text": NARRATIVE,
@@ -360,6 +364,8 @@ async def test_no_safe_harbor_identifier_leaves_the_raw_zone(
     (obs,) = await stack.fetch("SELECT * FROM canonical.observations WHERE value_num = 72.5 AND record_id IN "
                                "(SELECT id FROM canonical.records WHERE source_format = 'fhir')")  # fmt: skip
     assert (obs["effective_year"], obs["value_unit"]) == (2019, "kg")
+    (age,) = await stack.fetch("SELECT value_num, value_unit FROM canonical.observations WHERE code = '21612-7'")
+    assert (age["value_num"], age["value_unit"]) == (90, "a"), "a stated age over 89 is aggregated"
     (encounter,) = await stack.fetch("SELECT * FROM canonical.encounters")
     assert (encounter["period_start_year"], encounter["period_end_year"]) == (2019, 2019)
 

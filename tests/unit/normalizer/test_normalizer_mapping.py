@@ -120,6 +120,19 @@ def test_dates_keep_their_year_as_written_and_a_units_free_text_is_dropped():
     assert fact.values["effective_year"] == 2023
 
 
+def test_an_age_over_89_in_an_observation_is_aggregated_to_90():
+    obs = {
+        "resourceType": "Observation", "id": "o3", "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "30525-0"}]}, "subject": {"reference": "Patient/p1"},
+        "valueQuantity": {"value": 97, "system": "http://unitsofmeasure.org", "code": "a"},
+    }  # fmt: skip
+    (row,) = fhir(obs).rows
+    assert (row.values["value_num"], row.values["value_unit"]) == (90, "a")
+    native = {**NATIVE, "data": {"code": {"system": "http://loinc.org", "code": "21612-7"}, "value": 93, "unit": "a"}}
+    (fact,) = map_record(native, source_format="native", ids=IDS, fallback_id="object:n:1", today=TODAY).rows
+    assert (fact.values["value_num"], fact.values["value_unit"]) == (90, "a")
+
+
 def test_a_bundle_resolves_urn_uuid_references_between_its_entries():
     bundle = {
         "resourceType": "Bundle", "type": "collection",

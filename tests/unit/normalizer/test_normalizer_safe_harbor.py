@@ -1,8 +1,10 @@
-"""HIPAA Safe Harbor: birth year only (none at 90+), 3-digit ZIP with the restricted prefixes as '000'."""
+"""HIPAA Safe Harbor: birth year only (none at 90+), 3-digit ZIP with the restricted prefixes as '000',
+stated ages over 89 as 90."""
 
 from __future__ import annotations
 
 from datetime import date
+from decimal import Decimal
 
 import pytest
 
@@ -69,3 +71,23 @@ def test_canonical_ids_are_keyed_deterministic_and_tenant_scoped():
     assert a.of("Patient", "123") != deid.CanonicalIds(b"k1", "other").of("Patient", "123")
     assert a.of("Patient", "123") != a.of("Encounter", "123")
     assert a.of("Patient", "123").version == 8
+
+
+AGE = [{"system": "http://loinc.org", "code": "30525-0"}]
+
+
+@pytest.mark.parametrize(
+    ("pairs", "value", "unit", "expected"),
+    [
+        (AGE, "95", "a", ("90", "a")),
+        (AGE, "90", None, ("90", "a")),
+        (AGE, "89", "a", ("89", "a")),
+        (AGE, "1100", "mo", ("90", "a")),
+        (AGE, "1000", "mo", ("1000", "mo")),
+        (AGE, "95", "furlongs", (None, None)),  # a unit we cannot read: the value goes
+        ([{"system": "http://loinc.org", "code": "8302-2"}], "170", "cm", ("170", "cm")),  # not an age
+    ],
+)
+def test_an_age_over_89_stated_as_a_value_becomes_90(pairs, value, unit, expected):
+    got_value, got_unit = deid.age_over_89(pairs, Decimal(value), unit)
+    assert (None if got_value is None else str(got_value), got_unit) == expected
