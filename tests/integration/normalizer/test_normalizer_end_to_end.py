@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import re
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -27,6 +29,8 @@ CANARIES = ("Zebulon", "Quuxcanary", "1961-07-04", "078-05-1120", "078051120", "
 
 
 def synthea_pii() -> set[str]:
+    """Identity in the sample: names, birth dates, identifiers (SSN, MRN, licence, passport),
+    telecom, street and city, geolocation."""
     values: set[str] = set()
     for line in synthea_lines("Patient"):
         patient = orjson.loads(line)
@@ -34,11 +38,29 @@ def synthea_pii() -> set[str]:
             values.add(name["family"])
             values.update(name.get("given", []))
         values.add(patient["birthDate"])
-        values.update(i["value"] for i in patient.get("identifier", []) if "us-ssn" in i.get("system", ""))
+        values.update(i["value"] for i in patient.get("identifier", []))
         values.update(t["value"] for t in patient.get("telecom", []))
         for address in patient.get("address", []):
             values.update(address.get("line", []))
+            values.add(address.get("city", ""))
+            for geo in address.get("extension", []):
+                values.update(str(e.get("valueDecimal")) for e in geo.get("extension", []))
     return {v for v in values if len(v) >= 5}
+
+
+def synthea_dates_and_ids() -> set[str]:
+    """Every full date (YYYY-MM-DD) and every resource id (possibly an MRN) in the sample."""
+    values: set[str] = set()
+    for resource_type in TYPES:
+        for line in synthea_lines(resource_type):
+            values.update(m.decode() for m in re.findall(rb'"(\d{4}-\d{2}-\d{2})', line))
+            values.add(orjson.loads(line)["id"])
+    return values
+
+
+def canonical_text(state: dict[str, list[tuple[Any, ...]]]) -> str:
+    """Every value as `str()` shows it (a date as 2019-08-23, not as a repr of its parts)."""
+    return "\n".join(" | ".join(str(v) for v in row) for rows in state.values() for row in rows)
 
 
 async def read_topic(stack: Stack, topic: str, expected: int, timeout: float = 60) -> list:
@@ -119,7 +141,7 @@ async def test_synthea_ndjson_is_normalized_end_to_end_without_pii(stack: Stack)
     assert {orjson.loads(m.value)["tenant"] for m in normalized} == {TENANT}
 
     # PII canaries: not in the canonical schema, not on the output topic, not in the worker's log
-    state = repr(await stack.canonical_state()) + repr(await stack.fetch("SELECT * FROM normalizer.outbox"))
+    state = canonical_text(await stack.canonical_state()) + repr(await stack.fetch("SELECT * FROM normalizer.outbox"))
     topic_text = b"\n".join(m.value + b"".join(v for _, v in m.headers) for m in normalized).decode()
     log_text = stack.log_text()
     assert "batch_normalized" in log_text
@@ -127,3 +149,9 @@ async def test_synthea_ndjson_is_normalized_end_to_end_without_pii(stack: Stack)
         assert canary not in state, "PII in canonical tables"
         assert canary not in topic_text, "PII on record.normalized.v1"
         assert canary not in log_text, "PII in the worker log"
+    # Safe Harbor (ADR 0014): no full date and no source id of the sample outside the raw zone
+    dates_and_ids = synthea_dates_and_ids()
+    assert len(dates_and_ids) > 1000
+    for value in dates_and_ids:
+        assert value not in state, "a full date or a source id in canonical tables"
+        assert value not in topic_text and value not in log_text
