@@ -4,8 +4,11 @@ developers and CI), or `$EXCHANGE_SHARED_DATA`. Tests that need it fail when it 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from exchange_devtools.engines.base import REPO_ROOT
 
@@ -40,3 +43,39 @@ def unmodelled_resources(patient_id: str) -> list[dict[str, Any]]:
         {"resourceType": "Provenance", "id": f"prov-{patient_id}", "target": [patient],
          "recorded": "2020-01-01T10:00:00Z", "agent": [{"who": {"reference": "Practitioner/pr-1"}}]},
     ]  # fmt: skip
+
+
+SYNTHEA_TYPES = ("Patient", "Encounter", "Condition", "Immunization", "AllergyIntolerance", "Procedure")
+_FULL_DATE = re.compile(rb'"(\d{4}-\d{2}-\d{2})')
+
+
+def synthea_identity() -> set[str]:
+    """Identity in the Synthea sample (PII canaries): names, birth dates, identifiers (SSN, MRN,
+    licence, passport), telecom, street and city, geolocation; values of 5 characters or more."""
+    values: set[str] = set()
+    for line in synthea("Patient").read_bytes().splitlines():
+        patient = orjson.loads(line)
+        for name in patient.get("name", []):
+            values.add(name["family"])
+            values.update(name.get("given", []))
+        values.add(patient["birthDate"])
+        values.update(i["value"] for i in patient.get("identifier", []))
+        values.update(t["value"] for t in patient.get("telecom", []))
+        for address in patient.get("address", []):
+            values.update(address.get("line", []))
+            values.add(address.get("city", ""))
+            for geo in address.get("extension", []):
+                values.update(str(e.get("valueDecimal")) for e in geo.get("extension", []))
+    return {v for v in values if len(v) >= 5}
+
+
+def synthea_dates_and_ids() -> set[str]:
+    """Every full date (YYYY-MM-DD) and every resource id (possibly an MRN) of the Synthea sample:
+    HIPAA Safe Harbor keeps neither outside the raw zone (ADR 0014)."""
+    values: set[str] = set()
+    for resource_type in SYNTHEA_TYPES:
+        for line in synthea(resource_type).read_bytes().splitlines():
+            if line.strip():
+                values.update(m.decode() for m in _FULL_DATE.findall(line))
+                values.add(orjson.loads(line)["id"])
+    return values

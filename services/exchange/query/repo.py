@@ -20,8 +20,9 @@ import asyncpg
 
 from exchange.query.db import Database
 
-EPOCH = "timestamptz '0001-01-01 00:00:00+00'"
-"""Where facts without a date sort (first), so keyset cursors never hold NULL."""
+EPOCH = "timestamptz '0001-01-02 00:00:00+00'"
+"""Where facts without a year sort (first), so keyset cursors never hold NULL. Not 1 January of
+year 1: asyncpg sends that datetime as -infinity, and a cursor there would never advance."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
 
 from exchange.core.contracts import event_validator
+from exchange_devtools.testdata import synthea_dates_and_ids, synthea_identity
 
 from .conftest import TENANT, Stack, synthea_lines, wait_for
 
@@ -26,36 +26,6 @@ CANARY = {
              "note": "Zebulon Quuxcanary lives at 1 Canary Street, phone 415-555-0199"},
 }  # fmt: skip
 CANARIES = ("Zebulon", "Quuxcanary", "1961-07-04", "078-05-1120", "078051120", "'94110'", "Canary Street", "555-0199")
-
-
-def synthea_pii() -> set[str]:
-    """Identity in the sample: names, birth dates, identifiers (SSN, MRN, licence, passport),
-    telecom, street and city, geolocation."""
-    values: set[str] = set()
-    for line in synthea_lines("Patient"):
-        patient = orjson.loads(line)
-        for name in patient.get("name", []):
-            values.add(name["family"])
-            values.update(name.get("given", []))
-        values.add(patient["birthDate"])
-        values.update(i["value"] for i in patient.get("identifier", []))
-        values.update(t["value"] for t in patient.get("telecom", []))
-        for address in patient.get("address", []):
-            values.update(address.get("line", []))
-            values.add(address.get("city", ""))
-            for geo in address.get("extension", []):
-                values.update(str(e.get("valueDecimal")) for e in geo.get("extension", []))
-    return {v for v in values if len(v) >= 5}
-
-
-def synthea_dates_and_ids() -> set[str]:
-    """Every full date (YYYY-MM-DD) and every resource id (possibly an MRN) in the sample."""
-    values: set[str] = set()
-    for resource_type in TYPES:
-        for line in synthea_lines(resource_type):
-            values.update(m.decode() for m in re.findall(rb'"(\d{4}-\d{2}-\d{2})', line))
-            values.add(orjson.loads(line)["id"])
-    return values
 
 
 def canonical_text(state: dict[str, list[tuple[Any, ...]]]) -> str:
@@ -145,7 +115,7 @@ async def test_synthea_ndjson_is_normalized_end_to_end_without_pii(stack: Stack)
     topic_text = b"\n".join(m.value + b"".join(v for _, v in m.headers) for m in normalized).decode()
     log_text = stack.log_text()
     assert "batch_normalized" in log_text
-    for canary in (*CANARIES, *synthea_pii()):
+    for canary in (*CANARIES, *synthea_identity()):
         assert canary not in state, "PII in canonical tables"
         assert canary not in topic_text, "PII on record.normalized.v1"
         assert canary not in log_text, "PII in the worker log"

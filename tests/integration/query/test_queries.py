@@ -8,7 +8,7 @@ FACTS = "edges { cursor node { id tenant code codeSystem codings { system code }
 
 
 async def token_of_observed(canonical: Canonical, rule: str = "t1") -> str:
-    """A token of the subject with Observations (the first Synthea patient, via tenant acme)."""
+    """A token of the subject with Observations (the first Synthea patient under 90, via tenant acme)."""
     rows = await canonical.fetch(
         f"SELECT DISTINCT s.{rule} AS token FROM canonical.subjects s JOIN canonical.patients p ON p.subject_id = s.id "
         "JOIN canonical.observations o ON o.patient_id = p.id WHERE p.tenant = 'acme'"
