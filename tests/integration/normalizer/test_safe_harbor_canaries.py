@@ -235,7 +235,16 @@ def fhir_resources() -> list[dict[str, Any]]:
                           "occurrenceDateTime": "1931-06-15"}},
         ],
     }  # fmt: skip
-    return [patient, encounter, condition, *observations, immunization, procedure, allergy, elder]
+    # Types the canonical schema does not model: raw-only, their content stays in the raw zone
+    unmodelled = [
+        {**device, "id": "SNQXDEV4471", "text": NARRATIVE},
+        {"resourceType": "Coverage", "id": "cov-1", "status": "active", "subscriberId": "HPBNQX88321",
+         "identifier": [{"value": "HPBNQX88321"}], "beneficiary": SUBJECT, "payor": [{"display": "Bellamira Quorvald"}],
+         "period": {"start": "2019-08-23"}},
+        {"resourceType": "Account", "id": "ACCTQX55190", "status": "active", "identifier": [{"value": "ACCTQX55190"}],
+         "subject": [SUBJECT], "name": "Xanthippe Quorvald household"},
+    ]  # fmt: skip
+    return [patient, encounter, condition, *observations, immunization, procedure, allergy, elder, *unmodelled]
 
 
 def native_records() -> list[dict[str, Any]]:
@@ -366,6 +375,8 @@ async def test_no_safe_harbor_identifier_leaves_the_raw_zone(
     assert (obs["effective_year"], obs["value_unit"]) == (2019, "kg")
     (age,) = await stack.fetch("SELECT value_num, value_unit FROM canonical.observations WHERE code = '21612-7'")
     assert (age["value_num"], age["value_unit"]) == (90, "a"), "a stated age over 89 is aggregated"
+    raw_only = await stack.fetch("SELECT resource_type FROM canonical.raw_resources ORDER BY 1")
+    assert [r["resource_type"] for r in raw_only] == ["Account", "Coverage", "Device"]
     (encounter,) = await stack.fetch("SELECT * FROM canonical.encounters")
     assert (encounter["period_start_year"], encounter["period_end_year"]) == (2019, 2019)
 

@@ -1,4 +1,4 @@
-"""Migration 0006 on real Postgres (ADR 0014): stored clinical dates become their years in place,
+"""Migration 0007 on real Postgres (ADR 0014): stored clinical dates become their years in place,
 facts of subjects aged 90+ lose theirs, and the triggers keep it so whatever the arrival order
 (a fact before its patient is linked, a subject that turns 90+ later)."""
 
@@ -29,7 +29,7 @@ async def conn(postgres: Any) -> AsyncIterator[asyncpg.Connection]:
     finally:
         await admin.close()
     dsn = postgres.dsn_for(database)
-    assert await upgrade(dsn, "0005") == "0005"
+    assert await upgrade(dsn, "0006") == "0006"
     connection = await asyncpg.connect(dsn)
     try:
         await connection.execute(_SUBJECT, YOUNG_SUBJECT, "young", 1980, False)
