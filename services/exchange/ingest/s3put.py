@@ -7,7 +7,7 @@ reference: a unit test checks both produce the same Authorization header, and th
 checks every signature in the integration tests.
 
 Why not aiohttp's client under it: its per-request machinery cost ~20 % of ingest's CPU per
-request; `exchange.core.http1` sends the head and body in one write and parses the answer with
+request; `exchange.core.s3_http` sends the head and body in one write and parses the answer with
 httptools (see there).
 
 `x-amz-content-sha256` carries the SHA-256 the object is addressed by (computed once, by the
@@ -25,7 +25,7 @@ from urllib.parse import quote
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 from yarl import URL
 
-from exchange.core.http1 import Http1Client, HttpError
+from exchange.core.s3_http import Http1Client, HttpError
 from exchange.core.settings import S3Settings
 
 ALGORITHM = "AWS4-HMAC-SHA256"

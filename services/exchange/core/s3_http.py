@@ -1,4 +1,4 @@
-"""A small HTTP/1.1 client for one origin: keep-alive connections, bounded, asyncio protocols.
+"""The S3 PUT fast path's HTTP/1.1 client, for one origin: keep-alive connections, bounded, asyncio protocols.
 
 Why not aiohttp on a hot path: its client machinery around a request (session, connector,
 timeouts, payload registry, stream reader, response object) cost ~20 % of ingest's CPU per

@@ -1,4 +1,4 @@
-"""exchange.core.http1 against a scripted local HTTP peer: keep-alive, the ways an answer can end,
+"""exchange.core.s3_http against a scripted local HTTP peer: keep-alive, the ways an answer can end,
 stale connections, timeouts, the connection limit, TLS. (The real S3 server is in
 tests/integration/ingest/test_s3put.py.)"""
 
@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from exchange.core.http1 import Http1Client, HttpError
+from exchange.core.s3_http import Http1Client, HttpError
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 HEAD = b"PUT /b/k HTTP/1.1\r\nhost: t\r\ncontent-length: 4\r\n\r\n"
