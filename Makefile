@@ -100,8 +100,8 @@ kind-down: ## delete the kind cluster
 
 .PHONY: kind-images
 kind-images: ## build exchange:dev and exchange-operator:dev with Docker and load them into kind
-	docker build -t exchange:dev .
-	docker build -f operator/Dockerfile -t exchange-operator:dev .
+	docker build --target services -t exchange:dev .
+	docker build --target operator -t exchange-operator:dev .
 	kind load docker-image --name exchange exchange:dev exchange-operator:dev
 
 .PHONY: e2e

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Re-resolve requirements.lock from pyproject.toml (runtime + dev extras, with hashes).
+# Re-resolve requirements.lock from pyproject.toml (the base, services, operator and dev sets, with hashes;
+# dev names the other two, so `--extra dev` locks them all).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 bash "$REPO_ROOT/hack/install/python.sh" >/dev/null 2>&1 || true

@@ -1,24 +1,26 @@
-"""Print the runtime subset of requirements.lock: what `[project].dependencies` pulls in, with hashes.
+"""Print one image's subset of requirements.lock: the base dependencies plus one extra's, with hashes.
 
-requirements.lock holds the runtime *and* the dev extra (pytest, ruff, mypy, ...). The images install
-only what the services and the operator import, still hash-checked, so this walks the lock's
-`# via` annotations (written by `uv pip compile`) from the project's own dependencies and prints
-the matching blocks verbatim. Stdlib only: it runs in the image's builder stage before anything
-is installed.
+requirements.lock holds every dependency set (the shared base, the `services` and `operator` extras
+and the dev extra). Each image installs only what it runs, still hash-checked, so this takes the
+roots from pyproject.toml (`[project].dependencies` plus the chosen extras, following the project's
+own `exchange[...]` references), walks the lock's `# via` annotations (written by `uv pip compile`)
+from them and prints the matching blocks verbatim. Stdlib only: it runs in the image's builder stage
+before anything is installed.
 
-Usage: python runtime_lock.py [pyproject.toml] [requirements.lock] > runtime.lock
+Usage: python runtime_lock.py [--extra NAME ...] [pyproject.toml] [requirements.lock] > runtime.lock
 """
 
 from __future__ import annotations
 
+import argparse
 import re
 import sys
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 _HEADER = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==")
-_NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _PROJECT_VIA = re.compile(r"\(pyproject\.toml\)")
 
 
@@ -59,25 +61,60 @@ def parse_lock(text: str) -> dict[str, Block]:
     return blocks
 
 
-def runtime_roots(pyproject: str) -> set[str]:
-    """Names of `[project].dependencies` (extras and version specifiers dropped)."""
-    deps = tomllib.loads(pyproject)["project"]["dependencies"]
-    roots = set()
-    for dep in deps:
-        match = _NAME.match(dep)
-        if match:
-            roots.add(normalize(match.group(1)))
+def _requirement(dep: str) -> tuple[str, list[str]]:
+    """(normalised name, extras) of a PEP 508 requirement string."""
+    match = re.match(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(?:\[([^\]]*)\])?", dep)
+    if match is None:
+        raise ValueError(f"not a requirement: {dep!r}")
+    extras = [normalize(e.strip()) for e in (match.group(2) or "").split(",") if e.strip()]
+    return normalize(match.group(1)), extras
+
+
+def runtime_roots(pyproject: str, extras: Sequence[str] = ()) -> set[str]:
+    """Names of `[project].dependencies` plus those of `extras` (version specifiers dropped).
+
+    A requirement on the project itself (`exchange[services,operator]`) adds those extras' names.
+
+    Raises:
+        KeyError: an extra pyproject.toml does not define.
+    """
+    project = tomllib.loads(pyproject)["project"]
+    own = normalize(project["name"])
+    optional = {normalize(name): deps for name, deps in project.get("optional-dependencies", {}).items()}
+    roots: set[str] = set()
+    seen: set[str] = set()
+
+    def add(deps: Sequence[str]) -> None:
+        for dep in deps:
+            name, wanted = _requirement(dep)
+            if name != own:
+                roots.add(name)
+                continue
+            for extra in wanted:
+                add_extra(extra)
+
+    def add_extra(extra: str) -> None:
+        if extra in seen:
+            return
+        if extra not in optional:
+            raise KeyError(f"no extra {extra!r} in pyproject.toml; known: {sorted(optional)}")
+        seen.add(extra)
+        add(optional[extra])
+
+    add(project["dependencies"])
+    for extra in extras:
+        add_extra(normalize(extra))
     return roots
 
 
-def runtime_subset(pyproject: str, lock: str) -> list[Block]:
+def runtime_subset(pyproject: str, lock: str, extras: Sequence[str] = ()) -> list[Block]:
     """Blocks of the roots plus everything any included block pulls in, in lock order.
 
     Raises:
-        KeyError: a runtime dependency is missing from the lock (re-run `make lock`).
+        KeyError: an unknown extra, or a dependency missing from the lock (re-run `make lock`).
     """
     blocks = parse_lock(lock)
-    roots = runtime_roots(pyproject)
+    roots = runtime_roots(pyproject, extras)
     missing = roots - blocks.keys()
     if missing:
         raise KeyError(f"not in requirements.lock (run `make lock`): {sorted(missing)}")
@@ -93,9 +130,17 @@ def runtime_subset(pyproject: str, lock: str) -> list[Block]:
 
 
 def main(argv: list[str]) -> int:
-    pyproject = Path(argv[1] if len(argv) > 1 else "pyproject.toml").read_text()
-    lock = Path(argv[2] if len(argv) > 2 else "requirements.lock").read_text()
-    for block in runtime_subset(pyproject, lock):
+    parser = argparse.ArgumentParser(prog="runtime_lock.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--extra", action="append", default=[], help="an optional-dependencies set to add")
+    parser.add_argument("pyproject", nargs="?", default="pyproject.toml")
+    parser.add_argument("lock", nargs="?", default="requirements.lock")
+    args = parser.parse_args(argv[1:])
+    try:
+        blocks = runtime_subset(Path(args.pyproject).read_text(), Path(args.lock).read_text(), args.extra)
+    except (KeyError, ValueError, OSError) as exc:
+        sys.stderr.write(f"runtime_lock.py: {exc.args[0] if isinstance(exc, KeyError) else exc}\n")
+        return 1
+    for block in blocks:
         print("\n".join(block.lines))
     return 0
 

@@ -10,8 +10,8 @@ archives with their full reference inside, and imported into the local node's co
     localhost/exchange-python-build:3.11-bookworm
                                               hack/images/python-build: the same + the host's CA
                                               bundle, for the builder stages only (not loaded)
-    localhost/exchange:dev                    Dockerfile
-    localhost/exchange-operator:dev           operator/Dockerfile
+    localhost/exchange:dev                    Dockerfile, target services
+    localhost/exchange-operator:dev           Dockerfile, target operator
     localhost/exchange-jre:17-bookworm        hack/images/jre: openjdk-17-jre-headless (not loaded)
     localhost/postgres:15-bookworm            hack/images/postgres
     localhost/postgres-exporter:v0.17.1       hack/images/postgres-exporter (hack/install/postgres_exporter.sh)
@@ -327,6 +327,8 @@ class ImageSpec:
     files: Mapping[str, Path] = field(default_factory=dict)
     """Staged context: destination (relative) -> source file or directory."""
     build_args: Mapping[str, str] = field(default_factory=dict)
+    target: str | None = None
+    """The Dockerfile stage to build (`buildah bud --target`); None: the last stage."""
     bases: tuple[str, ...] = ()
     load: bool = True
     prepare: Callable[[], None] | None = None
@@ -395,14 +397,16 @@ def image_specs() -> list[ImageSpec]:
             REPO_ROOT / "Dockerfile",
             context=REPO_ROOT,
             build_args=python_args,
+            target="services",
             bases=(PYTHON_REF, PYTHON_BUILD_REF),
         ),
         ImageSpec(
             "exchange-operator",
             "localhost/exchange-operator:dev",
-            REPO_ROOT / "operator" / "Dockerfile",
+            REPO_ROOT / "Dockerfile",
             context=REPO_ROOT,
             build_args=python_args,
+            target="operator",
             bases=(PYTHON_REF, PYTHON_BUILD_REF),
         ),
         ImageSpec(
@@ -476,7 +480,7 @@ def _staged_files(files: Mapping[str, Path]) -> list[tuple[str, Path]]:
 
 
 def image_key(spec: ImageSpec, base_ids: Mapping[str, str], hashes: FileHashes) -> str:
-    """The content key: Dockerfile, context files (name, mode, SHA-256), build args, base image ids."""
+    """The content key: Dockerfile and target, context files (name, mode, SHA-256), build args, base image ids."""
     if spec.dockerfile is None:
         raise EngineError(f"{spec.name}: no Dockerfile")
     files: list[tuple[str, int, str]] = []
@@ -501,6 +505,7 @@ def image_key(spec: ImageSpec, base_ids: Mapping[str, str], hashes: FileHashes) 
             "dockerfile": hashes.digest(spec.dockerfile),
             "files": files,
             "args": dict(sorted(spec.build_args.items())),
+            "target": spec.target,
             "bases": {ref: base_ids.get(ref, "") for ref in spec.bases},
         }
     )
@@ -927,6 +932,8 @@ def build_image(
     log.write_text("")
     context = spec.context if spec.context is not None else _stage_context(spec)
     args = [f"--build-arg={k}={v}" for k, v in sorted(spec.build_args.items())]
+    if spec.target is not None:
+        args.append(f"--target={spec.target}")
     buildah.run(
         "bud", "--isolation", "chroot", "--layers", "--pull=never", "--disable-compression",
         "--format", "oci", *args, "--file", str(spec.dockerfile), "--tag", spec.ref, str(context),

@@ -72,17 +72,8 @@ def cluster() -> Iterator[None]:
     os.environ.setdefault("KIND", env_kind)
     run("bash", str(REPO / "hack" / "kind-up"), timeout=1200)
     # Images: the same commands as `make images`, then loaded into the kind node.
-    run("docker", "build", "-t", "exchange:dev", str(REPO), timeout=1800)
-    run(
-        "docker",
-        "build",
-        "-f",
-        str(REPO / "operator" / "Dockerfile"),
-        "-t",
-        "exchange-operator:dev",
-        str(REPO),
-        timeout=1800,
-    )
+    run("docker", "build", "--target", "services", "-t", "exchange:dev", str(REPO), timeout=1800)
+    run("docker", "build", "--target", "operator", "-t", "exchange-operator:dev", str(REPO), timeout=1800)
     run(env_kind, "load", "docker-image", "--name", "exchange", "exchange:dev", "exchange-operator:dev", timeout=600)
     yield
 

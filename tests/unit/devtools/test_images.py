@@ -376,10 +376,25 @@ def test_a_missing_node_is_one_line_before_any_build(tmp_path: Path):
 
 
 def test_the_builder_base_defaults_to_the_runtime_base():
-    for dockerfile in (REPO / "Dockerfile", REPO / "operator" / "Dockerfile"):
-        args = {}
-        for line in dockerfile.read_text().splitlines():
-            if line.startswith("ARG ") and "=" in line:
-                name, _, value = line[4:].partition("=")
-                args[name] = value
-        assert args["PYTHON_BUILDER_IMAGE"] == args["PYTHON_IMAGE"], dockerfile
+    args = {}
+    for line in (REPO / "Dockerfile").read_text().splitlines():
+        if line.startswith("ARG ") and "=" in line:
+            name, _, value = line[4:].partition("=")
+            args[name] = value
+    assert args["PYTHON_BUILDER_IMAGE"] == args["PYTHON_IMAGE"]
+
+
+def test_the_services_and_the_operator_image_are_two_targets_of_the_root_dockerfile():
+    specs = {spec.name: spec for spec in images.image_specs()}
+    stages = {line.split()[-1] for line in (REPO / "Dockerfile").read_text().splitlines() if line.startswith("FROM ")}
+    for name, target in (("exchange", "services"), ("exchange-operator", "operator")):
+        assert specs[name].dockerfile == REPO / "Dockerfile"
+        assert specs[name].target == target
+        assert target in stages
+
+
+def test_the_key_follows_the_target(context: Path, tmp_path: Path):
+    spec = spec_for(context, BASE="b")
+    first = key(spec, tmp_path)
+    spec.target = "other"
+    assert key(spec, tmp_path) != first

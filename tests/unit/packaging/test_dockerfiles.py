@@ -1,6 +1,7 @@
-"""The Dockerfiles: multi-stage, pinned bases, non-root, read-only-root friendly, lean contexts.
+"""The Dockerfile: one file, two targets (services, operator) sharing the builder and the runtime base;
+pinned bases, non-root, read-only-root friendly, a lean context.
 
-No Docker engine exists here, so these read the files; tests/e2e/kind builds them for real.
+No Docker engine exists here, so these read the file; tests/e2e/kind builds both targets for real.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
-DOCKERFILES = [REPO / "Dockerfile", REPO / "operator" / "Dockerfile"]
+DOCKERFILE = REPO / "Dockerfile"
+TARGETS = ("services", "operator")
 
 
 def instructions(path: Path) -> list[tuple[str, str]]:
@@ -38,28 +40,74 @@ def build_args(path: Path) -> dict[str, str]:
 
 
 def base_images(path: Path) -> list[str]:
+    """The external images the stages start from (stages built on other stages left out)."""
     args = build_args(path)
     images = []
+    stages = set()
     for word, rest in instructions(path):
         if word == "FROM":
-            image = rest.split()[0]
-            images.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image))
+            image, *alias = rest.split()
+            if image not in stages:
+                images.append(re.sub(r"\$\{(\w+)\}", lambda m: args[m.group(1)], image))
+            if alias:
+                stages.add(alias[-1])
     return images
 
 
-@pytest.fixture(params=DOCKERFILES, ids=lambda p: p.relative_to(REPO).as_posix())
-def dockerfile(request) -> Path:
-    return request.param
+def stages(path: Path) -> dict[str, tuple[str, list[tuple[str, str]]]]:
+    """Stage name -> (what it is FROM, its instructions)."""
+    out: dict[str, tuple[str, list[tuple[str, str]]]] = {}
+    current: list[tuple[str, str]] = []
+    for word, rest in instructions(path):
+        if word == "FROM":
+            base, *alias = rest.split()
+            current = []
+            out[alias[-1] if alias else base] = (base, current)
+        elif out:
+            current.append((word, rest))
+    return out
+
+
+def target_steps(target: str) -> list[tuple[str, str]]:
+    """A target's instructions with the stages it is built FROM (its runtime base) in front."""
+    all_stages = stages(DOCKERFILE)
+    base, steps = all_stages[target]
+    return (target_steps(base) if base in all_stages else []) + steps
+
+
+@pytest.fixture
+def dockerfile() -> Path:
+    return DOCKERFILE
+
+
+def test_there_is_one_dockerfile():
+    assert DOCKERFILE.exists()
+    assert not (REPO / "operator" / "Dockerfile").exists(), "both images are targets of the root Dockerfile"
+
+
+def test_both_targets_share_the_builder_and_the_runtime_base():
+    all_stages = stages(DOCKERFILE)
+    assert all_stages["services-venv"][0] == "builder"
+    assert all_stages["operator-venv"][0] == "builder"
+    for target in TARGETS:
+        assert all_stages[target][0] == "runtime", target
+        copies = [rest for word, rest in all_stages[target][1] if word == "COPY" and "--from=" in rest]
+        assert copies == [f"--from={target}-venv /opt/venv /opt/venv"], target
+
+
+def test_each_image_installs_only_its_own_extra():
+    all_stages = stages(DOCKERFILE)
+    for target in TARGETS:
+        runs = " ".join(rest for word, rest in all_stages[f"{target}-venv"][1] if word == "RUN")
+        assert f"runtime_lock.py --extra {target} " in runs, target
+        other = next(t for t in TARGETS if t != target)
+        assert f"--extra {other}" not in runs, target
 
 
 def test_dockerfile_is_multi_stage(dockerfile: Path):
     froms = [rest for word, rest in instructions(dockerfile) if word == "FROM"]
     assert len(froms) >= 2
     assert any(" AS builder" in rest for rest in froms)
-    copies_from_builder = [
-        rest for word, rest in instructions(dockerfile) if word == "COPY" and "--from=builder" in rest
-    ]
-    assert copies_from_builder, "the runtime stage must take the built venv from the builder"
 
 
 def test_base_images_are_pinned_slim_python_3_11(dockerfile: Path):
@@ -70,12 +118,15 @@ def test_base_images_are_pinned_slim_python_3_11(dockerfile: Path):
         assert re.match(r"3\.11\.\d+-slim", tag), f"{image}: want a patch-pinned 3.11 slim tag"
 
 
-def test_the_final_stage_runs_as_uid_10001(dockerfile: Path):
-    steps = instructions(dockerfile)
-    last_from = max(i for i, (word, _) in enumerate(steps) if word == "FROM")
-    users = [rest for word, rest in steps[last_from:] if word == "USER"]
+@pytest.mark.parametrize("target", TARGETS)
+def test_each_target_runs_as_uid_10001(target: str):
+    users = [rest for word, rest in target_steps(target) if word == "USER"]
     assert users, "the runtime stage must switch user"
     assert users[-1].split(":")[0] == "10001", "numeric UID, so the kubelet can verify runAsNonRoot"
+
+
+def test_the_default_target_is_the_services_image():
+    assert list(stages(DOCKERFILE))[-1] == "services"
 
 
 def test_dependencies_are_installed_hash_checked(dockerfile: Path):
@@ -84,8 +135,9 @@ def test_dependencies_are_installed_hash_checked(dockerfile: Path):
     assert "requirements.lock" in runs
 
 
-def test_nothing_writes_outside_tmp_at_run_time(dockerfile: Path):
-    env = " ".join(rest for word, rest in instructions(dockerfile) if word == "ENV")
+@pytest.mark.parametrize("target", TARGETS)
+def test_nothing_writes_outside_tmp_at_run_time(target: str):
+    env = " ".join(rest for word, rest in target_steps(target) if word == "ENV")
     assert "PYTHONDONTWRITEBYTECODE=1" in env
     assert "HOME=/tmp" in env
     assert "TMPDIR=/tmp" in env
@@ -97,14 +149,18 @@ def test_no_remote_add(dockerfile: Path):
 
 
 def test_the_services_image_runs_the_exchange_cli():
-    steps = dict(instructions(REPO / "Dockerfile"))
+    steps = dict(target_steps("services"))
     assert steps["ENTRYPOINT"] == '["exchange"]'
 
 
 def test_the_operator_image_runs_the_operator_with_kopf_liveness():
-    steps = dict(instructions(REPO / "operator" / "Dockerfile"))
-    assert steps["ENTRYPOINT"] == '["python", "-m", "exchange_operator"]'
-    assert "EXCHANGE_OPERATOR_LIVENESS=http://0.0.0.0:8080/healthz" in steps["ENV"]
+    steps = target_steps("operator")
+    assert dict(steps)["ENTRYPOINT"] == '["python", "-m", "exchange_operator"]'
+    env = " ".join(rest for word, rest in steps if word == "ENV")
+    assert "EXCHANGE_OPERATOR_LIVENESS=http://0.0.0.0:8080/healthz" in env
+    assert "PYTHONPATH=/app/operator" in env
+    copies = " ".join(rest for word, rest in steps if word == "COPY")
+    assert "services/" not in copies and "contracts/" not in copies, "the operator image carries no services code"
 
 
 def dockerignore_allows(path: str) -> bool:

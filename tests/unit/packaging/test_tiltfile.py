@@ -92,15 +92,18 @@ def test_the_services_image_live_updates_services_into_the_image():
     builds = {args[0]: kwargs for args, kwargs in evaluate().named("docker_build")}
     services = builds["exchange"]
     assert services["dockerfile"] == "Dockerfile"
+    assert services["target"] == "services"
     steps = services["live_update"]
     syncs = [args for name, args, _ in steps if name == "sync"]
     assert ("services/", "/app/services/") in syncs
     assert steps[0][0] == "fall_back_on", "dependency changes must rebuild, and fall_back_on comes first"
 
 
-def test_the_operator_image_is_built_from_its_dockerfile():
+def test_the_operator_image_is_the_operator_target_of_the_same_dockerfile():
     builds = {args[0]: kwargs for args, kwargs in evaluate().named("docker_build")}
-    assert builds["exchange-operator"]["dockerfile"] == "operator/Dockerfile"
+    assert builds["exchange-operator"]["dockerfile"] == "Dockerfile"
+    assert builds["exchange-operator"]["target"] == "operator"
+    assert "services/" not in builds["exchange-operator"]["only"], "a services edit must not rebuild the operator"
     for kwargs in builds.values():
         for path in kwargs["only"]:
             assert (REPO / path).exists(), path
