@@ -27,20 +27,8 @@ RUN python -m venv /opt/venv
 COPY pyproject.toml requirements.lock ./
 COPY hack/docker/runtime_lock.py hack/docker/runtime_lock.py
 
-# ---- the services' venv: their locked dependencies and the project wheel ------------------------------
-FROM builder AS services-venv
-# Build backend for the project wheel; it stays in this stage and never ships.
-ARG HATCHLING_VERSION=1.33.0
-RUN python hack/docker/runtime_lock.py --extra services pyproject.toml requirements.lock > /tmp/runtime.lock \
- && /opt/venv/bin/pip install --require-hashes --no-deps --only-binary=:all: -r /tmp/runtime.lock
-# The wheel gives the `exchange` command and the contracts as exchange/_contracts.
-COPY services/ services/
-COPY operator/ operator/
-COPY contracts/ contracts/
-RUN pip install "hatchling==${HATCHLING_VERSION}" \
- && pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
- && /opt/venv/bin/pip install --no-deps /tmp/wheels/*.whl \
- && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+# The operator's stages come before the services' ones, so `--target operator` needs no services/ in
+# the context (Tilt's operator build leaves it out), even with a builder that runs every earlier stage.
 
 # ---- the operator's venv: its locked dependencies only (its code goes to /app/operator) -----------------
 FROM builder AS operator-venv
@@ -78,7 +66,22 @@ USER 10001:10001
 EXPOSE 8080
 ENTRYPOINT ["python", "-m", "exchange_operator"]
 
-# ---- services: `exchange serve <service>`; the default target, so it comes last --------------------------
+# ---- the services' venv: their locked dependencies and the project wheel ------------------------------
+FROM builder AS services-venv
+# Build backend for the project wheel; it stays in this stage and never ships.
+ARG HATCHLING_VERSION=1.33.0
+RUN python hack/docker/runtime_lock.py --extra services pyproject.toml requirements.lock > /tmp/runtime.lock \
+ && /opt/venv/bin/pip install --require-hashes --no-deps --only-binary=:all: -r /tmp/runtime.lock
+# The wheel gives the `exchange` command and the contracts as exchange/_contracts.
+COPY services/ services/
+COPY operator/ operator/
+COPY contracts/ contracts/
+RUN pip install "hatchling==${HATCHLING_VERSION}" \
+ && pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/wheels . \
+ && /opt/venv/bin/pip install --no-deps /tmp/wheels/*.whl \
+ && /opt/venv/bin/python -m compileall -q /opt/venv/lib
+
+# ---- services: `exchange serve <service>`; the default target, so it comes last -----------------------------
 FROM runtime AS services
 LABEL org.opencontainers.image.title="exchange" \
       org.opencontainers.image.description="Exchange services: ingest, tokenizer, normalizer, query" \

@@ -125,6 +125,13 @@ def test_each_target_runs_as_uid_10001(target: str):
     assert users[-1].split(":")[0] == "10001", "numeric UID, so the kubelet can verify runAsNonRoot"
 
 
+def test_the_operator_target_is_built_before_any_stage_that_needs_the_services_code():
+    names = list(stages(DOCKERFILE))
+    for name in names[: names.index("operator") + 1]:
+        copies = " ".join(rest for word, rest in stages(DOCKERFILE)[name][1] if word == "COPY")
+        assert "services/" not in copies and "contracts/" not in copies, name
+
+
 def test_the_default_target_is_the_services_image():
     assert list(stages(DOCKERFILE))[-1] == "services"
 
