@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import Enum
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Self, TypeVar
 
 import asyncpg
 import orjson
@@ -362,20 +362,14 @@ class Tokens:
     t5: str
 
 
-def _subject_values(row: asyncpg.Record) -> dict[str, Any]:
-    tokens = Tokens(key_id=row["token_key_id"], t1=row["t1"], t2=row["t2"], t3=row["t3"], t4=row["t4"], t5=row["t5"])
-    return {"id": strawberry.ID(str(row["id"])), "pk": row["id"], "tokens": tokens, "birth_year": row["birth_year"],
-            "age_over_89": row["age_over_89"], "sex": row["sex"], "zip3": row["zip3"]}  # fmt: skip
-
-
 @strawberry.type(description="How many resources of one FHIR resource type.")
 class ResourceTypeCount:
     resource_type: str
     count: int
 
 
-@strawberry.type(description="A person known by tokens, seen through the caller's tenant.")
-class Subject:
+@strawberry.interface(description="A person known by tokens: the de-identified profile every view of a subject shares.")
+class SubjectProfile:
     id: strawberry.ID
     tokens: Tokens
     birth_year: int | None
@@ -385,9 +379,15 @@ class Subject:
     pk: strawberry.Private[uuid.UUID]
 
     @classmethod
-    def of(cls, row: asyncpg.Record) -> "Subject":
-        return cls(**_subject_values(row))
+    def of(cls, row: asyncpg.Record) -> Self:
+        t1, t2, t3, t4, t5 = (row[f"t{i}"] for i in range(1, 6))
+        tokens = Tokens(key_id=row["token_key_id"], t1=t1, t2=t2, t3=t3, t4=t4, t5=t5)
+        return cls(id=strawberry.ID(str(row["id"])), pk=row["id"], tokens=tokens, birth_year=row["birth_year"],
+                   age_over_89=row["age_over_89"], sex=row["sex"], zip3=row["zip3"])  # fmt: skip
 
+
+@strawberry.type(description="A person known by tokens, seen through the caller's tenant.")
+class Subject(SubjectProfile):
     @strawberry.field(description="The caller's patients of this subject.")
     async def patients(self, info: Info) -> list[Patient]:
         loaders = info.context.loaders
@@ -424,19 +424,7 @@ class LinkedSource:
 
 
 @strawberry.type(description="A subject linked across every source (linker role): tokens and de-identified facts.")
-class LinkedSubject:
-    id: strawberry.ID
-    tokens: Tokens
-    birth_year: int | None
-    age_over_89: bool
-    sex: str | None
-    zip3: str | None
-    pk: strawberry.Private[uuid.UUID]
-
-    @classmethod
-    def of(cls, row: asyncpg.Record) -> "LinkedSubject":
-        return cls(**_subject_values(row))
-
+class LinkedSubject(SubjectProfile):
     @strawberry.field(description="Every source holding the subject.")
     async def sources(self, info: Info) -> list[LinkedSource]:
         loaders = info.context.loaders

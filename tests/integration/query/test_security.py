@@ -134,3 +134,19 @@ async def test_a_broader_login_is_switched_to_the_role(canonical: Canonical, jwk
             await pool.fetch("SELECT * FROM normalizer.outbox LIMIT 1")
     finally:
         await pool.close()
+
+
+async def test_one_subject_profile_fragment_reads_both_views_of_a_subject(api: Api, canonical: Canonical) -> None:
+    token = await token_of_observed(canonical)
+    fragment = "fragment P on SubjectProfile { __typename id tokens { t1 } birthYear ageOver89 sex zip3 }"
+    mine = await api.gql(f"query($t: String!) {{ subjects(token: $t) {{ ...P }} }} {fragment}", {"t": token})
+    linked = await api.gql(
+        f"query($t: String!) {{ linkage(token: $t) {{ ...P }} }} {fragment}",
+        {"t": token},
+        tenant=OTHER,
+        roles=["linker"],
+    )
+    assert "errors" not in mine and "errors" not in linked, (mine, linked)
+    ((subject,), (linked_subject,)) = mine["data"]["subjects"], linked["data"]["linkage"]
+    assert (subject.pop("__typename"), linked_subject.pop("__typename")) == ("Subject", "LinkedSubject")
+    assert subject == linked_subject and subject["tokens"] == {"t1": token}
