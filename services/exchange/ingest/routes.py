@@ -40,7 +40,7 @@ from exchange.core.logging import current_correlation_id, get_logger, new_correl
 from exchange.ingest.idempotency import HEADER, Claim, IdempotencyStore, StoredResponse, fingerprint, request_key
 from exchange.ingest.metrics import IngestMetrics
 from exchange.ingest.settings import IngestSettings
-from exchange.ingest.store import NewRecord, RecordStore, build_event, bulk_event_factory, uuid7_strings
+from exchange.ingest.store import NewRecord, RawObject, RecordStore, build_event, bulk_event_factory, uuid7_strings
 from exchange.ingest.validation import (
     FHIR_VERSION,
     Classified,
@@ -225,20 +225,7 @@ async def _bundle(ctx: IngestContext, claim: Claim, req: Intake, bundle_type: st
     for entry, result in accepted:
         rid, event_id, rtype = result["record_id"], next(ids), result["record_type"]
         records.append(NewRecord(rid, event_id, event(event_id, rid, rtype, FHIR_VERSION, entry.position + 1)))
-    response = orjson.dumps(
-        {
-            "status": "accepted",
-            "bundle_type": bundle_type,
-            "accepted": len(accepted),
-            "rejected": len(results) - len(accepted),
-            "object": raw.public(),
-            "received_at": received.isoformat(),
-            "results": results,
-        }
-    )
-    await _commit(ctx, claim, req, records, response)
-    ctx.metrics.records.labels("fhir").inc(len(records))
-    return response
+    return await _commit_batch(ctx, claim, req, "fhir", records, results, raw, received, bundle_type=bundle_type)
 
 
 async def _bulk(ctx: IngestContext, claim: Claim, req: Intake) -> bytes:
@@ -285,11 +272,34 @@ async def _bulk(ctx: IngestContext, claim: Claim, req: Intake) -> bytes:
         records.append(
             NewRecord(record_id, event_id, event(event_id, record_id, kind.record_type, kind.schema_version, number))
         )
+    return await _commit_batch(ctx, claim, req, fmt, records, results, raw, received)
+
+
+def _content_type(fmt: str, *, bulk: bool) -> str:
+    if bulk:
+        return "application/fhir+ndjson" if fmt == "fhir" else "application/x-ndjson"
+    return "application/fhir+json" if fmt == "fhir" else "application/json"
+
+
+async def _commit_batch(
+    ctx: IngestContext,
+    claim: Claim,
+    req: Intake,
+    fmt: str,
+    records: list[NewRecord],
+    results: list[dict[str, Any]],
+    raw: RawObject,
+    received: datetime,
+    **head: str,
+) -> bytes:
+    """The answer to a bulk body or a Bundle (counts and one result per line or entry), committed
+    with its records."""
     response = orjson.dumps(
         {
             "status": "accepted",
-            "accepted": len(accepted),
-            "rejected": len(results) - len(accepted),
+            **head,
+            "accepted": len(records),
+            "rejected": len(results) - len(records),
             "object": raw.public(),
             "received_at": received.isoformat(),
             "results": results,
@@ -298,12 +308,6 @@ async def _bulk(ctx: IngestContext, claim: Claim, req: Intake) -> bytes:
     await _commit(ctx, claim, req, records, response)
     ctx.metrics.records.labels(fmt).inc(len(records))
     return response
-
-
-def _content_type(fmt: str, *, bulk: bool) -> str:
-    if bulk:
-        return "application/fhir+ndjson" if fmt == "fhir" else "application/x-ndjson"
-    return "application/fhir+json" if fmt == "fhir" else "application/json"
 
 
 async def _commit(ctx: IngestContext, claim: Claim, req: Intake, records: list[NewRecord], response: bytes) -> None:
