@@ -1,18 +1,17 @@
 """A small async Kubernetes client: server-side apply with a field manager, get, list, delete.
 
 kopf watches; this module writes. It is async (aiohttp, kopf's own HTTP stack) so a reconcile
-applies ~30 children concurrently without blocking kopf's event loop. Credentials come from
-$KUBECONFIG (or in-cluster) through the kubernetes client's loader. Errors are `KubeApiError`s
-whose text is capped: an API message can echo object content, which must not flood the logs.
+applies ~40 children concurrently without blocking kopf's event loop; hand-written rather than
+lightkube, which took 40 % longer per reconcile (ADR 0004). Credentials come from `credentials()`,
+the same source kopf's login returns. Errors are `KubeApiError`s whose text is capped: an API
+message can echo object content, which must not flood the logs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import ssl
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import aiohttp
@@ -62,46 +61,41 @@ def _path(kind: str, namespace: str, name: str | None = None, subresource: str |
     return path
 
 
-class KubeClient:
-    """One aiohttp session against one API server; create inside the running event loop."""
+def credentials() -> kopf.ConnectionInfo:
+    """The in-cluster ServiceAccount first, else $KUBECONFIG (or ~/.kube/config), read now: the one
+    source of both kopf's login and the operator's client (CA, client certificate, token)."""
+    settings = kopf.OperatorSettings()
+    info = kopf.login_with_service_account(settings=settings) or kopf.login_with_kubeconfig(settings=settings)
+    if info is None:
+        raise kopf.LoginError("no in-cluster ServiceAccount and no kubeconfig")
+    return info
 
-    def __init__(self, host: str, ssl_context: ssl.SSLContext | bool, auth: Any, timeout: float) -> None:
-        self._host = host.rstrip("/")
-        self._auth = auth  # kubernetes.client.Configuration (token refresh for in-cluster)
-        connector = aiohttp.TCPConnector(ssl=ssl_context, limit=64)
+
+class KubeClient:
+    """One aiohttp session against one API server; create inside the running event loop.
+
+    `login` is re-read once after a 401: a rotated ServiceAccount token, as kopf does on its side."""
+
+    def __init__(self, login: Callable[[], kopf.ConnectionInfo], timeout: float) -> None:
+        self._login = login
+        info = login()
+        self._host = info.server.rstrip("/")
+        self._auth = info.as_http_headers()
+        # kopf's own context: the CA, and the client certificate whether or not TLS is verified.
+        connector = aiohttp.TCPConnector(ssl=info.as_ssl_context(), limit=64)
         self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout))
 
     @classmethod
     def from_environment(cls, timeout: float = 30.0) -> KubeClient:
-        """$KUBECONFIG (or ~/.kube/config) first, then the in-cluster service account."""
-        from kubernetes import client, config
-
-        cfg = client.Configuration()
-        try:
-            # Read $KUBECONFIG now: the library's default path is frozen when it is first imported.
-            path = os.environ.get("KUBECONFIG") or None
-            config.load_kube_config(config_file=path, client_configuration=cfg)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        ctx: ssl.SSLContext | bool = False
-        if cfg.verify_ssl:
-            ctx = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
-        if cfg.cert_file and isinstance(ctx, ssl.SSLContext):
-            ctx.load_cert_chain(cfg.cert_file, cfg.key_file)
-        return cls(cfg.host, ctx, cfg, timeout)
+        return cls(credentials, timeout)
 
     async def close(self) -> None:
         await self._session.close()
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **self._auth}
         if content_type:
             headers["Content-Type"] = content_type
-        # The library's own mapping: a kubeconfig token and the in-cluster ServiceAccount token
-        # (re-read as it rotates) both land in the `BearerToken` setting.
-        bearer = self._auth.auth_settings().get("BearerToken")
-        if bearer and bearer["value"]:
-            headers["Authorization"] = str(bearer["value"])
         return headers
 
     async def _request(
@@ -115,17 +109,23 @@ class KubeClient:
     ) -> Any:
         data = json.dumps(body) if body is not None else None
         ctype = content_type or ("application/json" if body is not None else None)
-        async with self._session.request(
-            method, self._host + path, data=data, params=params, headers=self._headers(ctype)
-        ) as resp:
-            text = await resp.text()
-            if resp.status >= 400:
-                try:
-                    err = json.loads(text)
-                    raise KubeApiError(resp.status, str(err.get("reason", "")), str(err.get("message", "")))
-                except ValueError:
-                    raise KubeApiError(resp.status, resp.reason or "", text) from None
-            return json.loads(text) if text else None
+
+        async def send() -> tuple[aiohttp.ClientResponse, str]:
+            url, headers = self._host + path, self._headers(ctype)
+            async with self._session.request(method, url, data=data, params=params, headers=headers) as resp:
+                return resp, await resp.text()
+
+        resp, text = await send()
+        if resp.status == 401 and self._auth:
+            self._auth = self._login().as_http_headers()  # the token may have been rotated
+            resp, text = await send()
+        if resp.status >= 400:
+            try:
+                err = json.loads(text)
+                raise KubeApiError(resp.status, str(err.get("reason", "")), str(err.get("message", "")))
+            except ValueError:
+                raise KubeApiError(resp.status, resp.reason or "", text) from None
+        return json.loads(text) if text else None
 
     async def apply(self, manifest: Manifest, field_manager: str, force: bool = True) -> Manifest:
         """Server-side apply; `force` takes over fields someone else changed (drift repair)."""

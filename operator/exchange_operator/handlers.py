@@ -22,7 +22,7 @@ import kopf
 
 from exchange_operator import metrics
 from exchange_operator import reconcile as rc
-from exchange_operator.apply import KubeApiError, KubeClient
+from exchange_operator.apply import KubeApiError, KubeClient, credentials
 from exchange_operator.builders.common import MANAGED_BY, PIPELINE_LABEL
 from exchange_operator.refresh import refresh_status
 from exchange_operator.settings import OperatorSettings
@@ -59,9 +59,9 @@ DRIFT_FIELDS = frozenset({"f:spec", "f:data", "f:stringData", "f:type"})
 
 
 @kopf.on.login()
-def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-    """In-cluster service account first, else $KUBECONFIG (read now, not at import time)."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """The credentials the operator's own client uses (apply.credentials), read now."""
+    return credentials()
 
 
 @kopf.on.startup()
