@@ -108,7 +108,7 @@ kind-images: ## build exchange:dev and exchange-operator:dev with Docker and loa
 e2e: deps engines ## kind end-to-end: images, chart, sample, curl through the ingress (needs Docker and kind)
 	$(PY) -m pytest -m e2e tests/e2e/kind -q -rs
 
-.PHONY: bench-ingest bench-gzip bench-auth bench-tokenize bench-normalize bench-query bench-operator bench-cluster bench-platform
+.PHONY: bench-ingest bench-gzip bench-auth bench-tokenize bench-normalize bench-query bench-operator bench-kubeclient bench-cluster bench-platform
 bench-ingest: deps engines ## ingest throughput/latency vs the Postgres and S3 floors
 	@bash hack/bench/ingest
 bench-gzip: deps ## inflating many-member gzip bodies: linear now, vs the former quadratic loop
@@ -123,6 +123,8 @@ bench-query: deps engines ## query p50/p99 with 1M canonical rows
 	@bash hack/bench/query
 bench-operator: deps engines ## CR apply → children present, 1 and 20 pipelines
 	@bash hack/bench/operator
+bench-kubeclient: deps engines ## the operator's aiohttp client vs lightkube: apply and reconcile (ADR 0004 amendment 1)
+	@bash hack/bench/kubeclient
 bench-cluster: deps engines ## local node: kube-up cold/warm, make images, a 3-replica Deployment, RSS (stops the node)
 	@bash hack/bench/cluster
 bench-platform: deps engines ## local sample from kubectl apply to Ready and first record, cold/warm; ingress vs make dev

@@ -41,8 +41,12 @@ sys.exit(1 if failed or present else 0)
 
 CASES = {
     # extra: (package, its source root, importable names that must be absent)
-    "operator": ("exchange_operator", REPO / "operator", "strawberry,aiokafka,asyncpg,aiobotocore,fastapi,exchange"),
-    "services": ("exchange", REPO / "services", "kopf,kubernetes,exchange_operator"),
+    "operator": (
+        "exchange_operator",
+        REPO / "operator",
+        "strawberry,aiokafka,asyncpg,aiobotocore,fastapi,exchange,kubernetes,lightkube",
+    ),
+    "services": ("exchange", REPO / "services", "kopf,kubernetes,lightkube,exchange_operator"),
 }
 
 
