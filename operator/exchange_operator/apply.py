@@ -1,10 +1,11 @@
 """A small async Kubernetes client: server-side apply with a field manager, get, list, delete.
 
 kopf watches; this module writes. It is async (aiohttp, kopf's own HTTP stack) so a reconcile
-applies ~40 children concurrently without blocking kopf's event loop; hand-written rather than
-lightkube, which took 40 % longer per reconcile (ADR 0004). Credentials come from `credentials()`,
-the same source kopf's login returns. Errors are `KubeApiError`s whose text is capped: an API
-message can echo object content, which must not flood the logs.
+applies ~40 children concurrently without blocking kopf's event loop. Hand-written rather than
+lightkube: a reconcile took 1.22x as long with it (hack/bench/kubeclient, ADR 0004 amendment 1).
+Credentials come from `credentials()`, the same source kopf's login returns. Errors are
+`KubeApiError`s whose text is capped: an API message can echo object content, which must not flood
+the logs.
 """
 
 from __future__ import annotations
