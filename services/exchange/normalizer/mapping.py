@@ -15,6 +15,7 @@ from typing import Any
 
 from exchange.core.errors import PoisonError
 from exchange.normalizer import deid
+from exchange.normalizer.context import FhirContext
 from exchange.normalizer.fhir import (
     codings,
     concept_code,
@@ -28,63 +29,9 @@ from exchange.normalizer.fhir import (
 )
 from exchange.normalizer.model import NATIVE_PATIENT, RAW_ONLY_TABLE, Mapped, Person, PersonLink, Row, TokenSet
 from exchange.normalizer.native import map_native
+from exchange.normalizer.uscore import US_CORE_MAPPERS
 
 SSN_SYSTEM = "http://hl7.org/fhir/sid/us-ssn"
-TABLE_OF = {
-    "Patient": "patients",
-    "Encounter": "encounters",
-    "Condition": "conditions",
-    "Observation": "observations",
-    "Immunization": "immunizations",
-    "AllergyIntolerance": "allergy_intolerances",
-    "Procedure": "procedures",
-}
-
-
-class FhirContext:
-    """What mapping one FHIR record needs: ids for the tenant, the Bundle's fullUrls, the date."""
-
-    def __init__(self, ids: deid.CanonicalIds, fallback_id: str, today: date) -> None:
-        self.ids = ids
-        self.fallback_id = fallback_id
-        self.today = today
-        self.bundle_urls: dict[str, tuple[str, str]] = {}
-        self.mapped = Mapped(record_type="", canonical_version="fhir-r4")
-
-    def own_id(self, resource: dict[str, Any], where: str) -> uuid.UUID:
-        kind = resource["resourceType"]
-        rid = resource.get("id")
-        if rid is None:
-            return self.ids.of(kind, f"{self.fallback_id}:{where}")
-        if not isinstance(rid, str):
-            raise unmappable(f"{where}/id", "not an id")
-        return self.ids.of(kind, rid)
-
-    def ref(
-        self, resource: dict[str, Any], field: str, where: str, expected: str, *, required: bool = False
-    ) -> uuid.UUID | None:
-        target = reference(resource.get(field), f"{where}/{field}", self.bundle_urls, expected)
-        if target is None:
-            if required:
-                raise unmappable(f"{where}/{field}", f"no resolvable {expected} reference")
-            return None
-        kind, rid = target
-        if kind != expected:
-            raise unmappable(f"{where}/{field}", f"references a {kind}, expected {expected}")
-        canonical = self.ids.of(kind, rid)
-        self.mapped.placeholders.append((TABLE_OF[kind], canonical))
-        return canonical
-
-    def fact(self, resource: dict[str, Any], where: str, code_field: str = "code") -> dict[str, Any]:
-        pairs = codings(resource.get(code_field), f"{where}/{code_field}")
-        system, code = first_code(pairs)
-        return {
-            "id": self.own_id(resource, where),
-            "status": token(resource.get("status"), f"{where}/status"),
-            "code_system": system,
-            "code": code,
-            "codings": pairs,
-        }
 
 
 def _patient(ctx: FhirContext, res: dict[str, Any], where: str) -> None:
@@ -221,6 +168,7 @@ RESOURCE_MAPPERS: dict[str, Callable[[FhirContext, dict[str, Any], str], None]] 
     "Immunization": _immunization,
     "AllergyIntolerance": _allergy,
     "Procedure": _procedure,
+    **US_CORE_MAPPERS,
 }
 
 

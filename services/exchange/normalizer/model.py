@@ -21,8 +21,21 @@ FACT_TABLES = (
     "immunizations",
     "allergy_intolerances",
     "procedures",
+    "medication_requests",
+    "diagnostic_reports",
+    "document_references",
+    "care_plans",
+    "care_teams",
+    "goals",
+    "imaging_studies",
+    "devices",
+    "claims",
+    "explanation_of_benefits",
 )
 """Clinical fact tables, in write order (encounters first: the others reference them)."""
+
+ENTITY_TABLES = ("organizations", "locations", "practitioners", "practitioner_roles", "medications")
+"""Tables of modelled resources about no patient (referenced by canonical id, without a key)."""
 
 RAW_ONLY_TABLE = "raw_resources"
 """Resources of types the canonical schema does not model: their type and patient only."""

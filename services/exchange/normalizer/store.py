@@ -18,9 +18,9 @@ from typing import Any
 import asyncpg
 
 from exchange.normalizer.events import normalized_event
-from exchange.normalizer.model import FACT_TABLES, RAW_ONLY_TABLE, Outcome, Row
+from exchange.normalizer.model import ENTITY_TABLES, FACT_TABLES, RAW_ONLY_TABLE, Outcome, Row
 
-TABLE_ORDER = ("subjects", "patients", *FACT_TABLES, RAW_ONLY_TABLE)
+TABLE_ORDER = ("subjects", "patients", *FACT_TABLES, *ENTITY_TABLES, RAW_ONLY_TABLE)
 _NO_TENANT = frozenset({"subjects"})
 _PLACEHOLDER_OK = frozenset({"patients", "encounters"})
 

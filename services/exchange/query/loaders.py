@@ -56,6 +56,9 @@ class Loaders:
         self.record = _by_id(lambda ids: repo.records(tenant, ids))
         self.patient = _by_id(lambda ids: repo.patients(tenant, ids))
         self.subject = _by_id(lambda ids: repo.subjects(tenant, ids))
+        self.entity: DataLoader[tuple[str, uuid.UUID], Rows] = _grouped(
+            lambda table, ids: repo.entities(table, tenant, ids), parent="id"
+        )
         self.patients_of_subject: DataLoader[tuple[None, uuid.UUID], Rows] = _grouped(
             lambda _, ids: repo.patients_of_subjects(tenant, ids), parent="subject_id"
         )

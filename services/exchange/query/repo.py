@@ -28,10 +28,13 @@ year 1: asyncpg sends that datetime as -infinity, and a cursor there would never
 @dataclass(frozen=True, slots=True)
 class FactTable:
     table: str
-    year_column: str
-    """Facts keep the year of their dates only (ADR 0014); pages and windows use its first instant."""
+    year_column: str | None
+    """Facts keep the year of their dates only (ADR 0014); pages and windows use its first instant.
+    None: the type keeps no date (a Device), its facts sort first and fall outside every window."""
 
     def time(self, alias: str = "") -> str:
+        if self.year_column is None:
+            return "NULL::timestamptz"
         column = f"{alias}.{self.year_column}" if alias else self.year_column
         return f"make_timestamptz({column}, 1, 1, 0, 0, 0, 'UTC')"
 
@@ -43,7 +46,19 @@ FACTS: dict[str, FactTable] = {
     "immunizations": FactTable("immunizations", "occurred_year"),
     "allergy_intolerances": FactTable("allergy_intolerances", "recorded_year"),
     "procedures": FactTable("procedures", "performed_start_year"),
+    "medication_requests": FactTable("medication_requests", "authored_year"),
+    "diagnostic_reports": FactTable("diagnostic_reports", "effective_year"),
+    "document_references": FactTable("document_references", "date_year"),
+    "care_plans": FactTable("care_plans", "period_start_year"),
+    "care_teams": FactTable("care_teams", "period_start_year"),
+    "goals": FactTable("goals", "start_year"),
+    "imaging_studies": FactTable("imaging_studies", "started_year"),
+    "devices": FactTable("devices", None),
+    "claims": FactTable("claims", "billable_start_year"),
+    "explanation_of_benefits": FactTable("explanation_of_benefits", "billable_start_year"),
 }
+ENTITIES = frozenset({"organizations", "locations", "practitioners", "practitioner_roles", "medications"})
+"""Tables of modelled resources about no patient, read by id."""
 TOKEN_COLUMNS = ("t1", "t2", "t3", "t4", "t5")
 BUCKETS = frozenset({"hour", "day", "week", "month", "year"})
 
@@ -112,6 +127,13 @@ class Repo:
             f"ORDER BY r.received_at, r.id LIMIT {p.add(page.first + 1, 'int')}"
         )
         return await self.db.fetch(sql, *p.values)
+
+    async def entities(self, table: str, tenant: str, ids: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
+        if table not in ENTITIES:
+            raise ValueError("unknown entity table")
+        return await self.db.fetch(
+            f"SELECT * FROM canonical.{table} WHERE id = ANY($1::uuid[]) AND tenant = $2", list(ids), tenant
+        )
 
     async def patients(self, tenant: str, ids: Sequence[uuid.UUID]) -> list[asyncpg.Record]:
         return await self.db.fetch(

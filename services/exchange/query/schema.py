@@ -13,6 +13,7 @@ import base64
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from decimal import Decimal
 from enum import Enum
 from typing import Any, Generic, Self, TypeVar
 
@@ -137,6 +138,16 @@ class FactKind(Enum):
     IMMUNIZATION = "immunizations"
     ALLERGY_INTOLERANCE = "allergy_intolerances"
     PROCEDURE = "procedures"
+    MEDICATION_REQUEST = "medication_requests"
+    DIAGNOSTIC_REPORT = "diagnostic_reports"
+    DOCUMENT_REFERENCE = "document_references"
+    CARE_PLAN = "care_plans"
+    CARE_TEAM = "care_teams"
+    GOAL = "goals"
+    IMAGING_STUDY = "imaging_studies"
+    DEVICE = "devices"
+    CLAIM = "claims"
+    EXPLANATION_OF_BENEFIT = "explanation_of_benefits"
 
 
 # ---- records
@@ -193,6 +204,13 @@ class Coding:
     code: str
 
 
+async def _record(self: Any, info: Info) -> Record | None:
+    if self.record_id is None:
+        return None
+    row = await info.context.loaders.record.load(self.record_id)
+    return Record.of(row) if row else None
+
+
 @strawberry.interface(description="What every clinical fact carries: codes with systems, its patient, its record.")
 class ClinicalFact:
     id: strawberry.ID
@@ -203,13 +221,23 @@ class ClinicalFact:
     code: str | None
     codings: list[Coding]
     record_id: strawberry.Private[uuid.UUID | None]
+    record: Record | None = strawberry.field(
+        resolver=_record, description="The record that stated the fact (null for another tenant's)."
+    )
 
-    @strawberry.field(description="The record that stated the fact (null for another tenant's).")
-    async def record(self, info: Info) -> Record | None:
-        if self.record_id is None:
-            return None
-        row = await info.context.loaders.record.load(self.record_id)
-        return Record.of(row) if row else None
+
+@strawberry.interface(description="What a modelled resource about no patient carries: codes with systems, its record.")
+class CodedResource:
+    id: strawberry.ID
+    tenant: str
+    status: str | None
+    code_system: str | None
+    code: str | None
+    codings: list[Coding]
+    record_id: strawberry.Private[uuid.UUID | None]
+    record: Record | None = strawberry.field(
+        resolver=_record, description="The record that stated it (null for another tenant's)."
+    )
 
 
 @strawberry.type
@@ -264,6 +292,90 @@ class Procedure(ClinicalFact):
     performed_end_year: int | None
 
 
+@strawberry.type(description="A medication order: the medication's code (or its Medication's id), intent, year.")
+class MedicationRequest(ClinicalFact):
+    encounter_id: strawberry.ID | None
+    intent: str | None
+    medication_id: strawberry.ID | None
+    requester_id: strawberry.ID | None
+    authored_year: int | None
+
+
+@strawberry.type(description="A report's code, category, years and its result observations' ids; never its text.")
+class DiagnosticReport(ClinicalFact):
+    encounter_id: strawberry.ID | None
+    category: str | None
+    effective_year: int | None
+    issued_year: int | None
+    result_ids: list[strawberry.ID]
+
+
+@strawberry.type(description="A document's metadata only (type, category, content type, year); never its content.")
+class DocumentReference(ClinicalFact):
+    encounter_id: strawberry.ID | None
+    category: str | None
+    content_type: str | None
+    date_year: int | None
+
+
+@strawberry.type(description="A care plan: its categories as codes, intent and period years.")
+class CarePlan(ClinicalFact):
+    encounter_id: strawberry.ID | None
+    intent: str | None
+    period_start_year: int | None
+    period_end_year: int | None
+
+
+@strawberry.type(description="A care team: its participants' roles as codes (never who they are), period years.")
+class CareTeam(ClinicalFact):
+    encounter_id: strawberry.ID | None
+    period_start_year: int | None
+    period_end_year: int | None
+
+
+@strawberry.type(description="A goal: its coded description, lifecycle status (status), achievement, start year.")
+class Goal(ClinicalFact):
+    achievement_status: str | None
+    start_year: int | None
+
+
+@strawberry.type(description="An imaging study: its series' modalities as codes, series and instance counts, year.")
+class ImagingStudy(ClinicalFact):
+    encounter_id: strawberry.ID | None
+    started_year: int | None
+    series_count: int | None
+    instance_count: int | None
+
+
+@strawberry.type(description="A device: its type only.")
+class Device(ClinicalFact):
+    pass
+
+
+@strawberry.interface(description="What a claim and an explanation of benefit share: type, amounts, item codes.")
+class Billing(ClinicalFact):
+    use: str | None
+    created_year: int | None
+    billable_start_year: int | None
+    billable_end_year: int | None
+    total_value: float | None
+    currency: str | None
+    provider_id: strawberry.ID | None
+    item_codings: list[Coding]
+
+
+@strawberry.type(description="A claim: its type (code), use, total, item codes and years.")
+class Claim(Billing):
+    pass
+
+
+@strawberry.type(description="An explanation of benefit: its submitted total, payment, outcome and claim's id.")
+class ExplanationOfBenefit(Billing):
+    outcome: str | None
+    payment_value: float | None
+    claim_id: strawberry.ID | None
+
+
 FACT_TYPES: dict[str, type[ClinicalFact]] = {
     "encounters": Encounter,
     "conditions": Condition,
@@ -271,23 +383,94 @@ FACT_TYPES: dict[str, type[ClinicalFact]] = {
     "immunizations": Immunization,
     "allergy_intolerances": AllergyIntolerance,
     "procedures": Procedure,
+    "medication_requests": MedicationRequest,
+    "diagnostic_reports": DiagnosticReport,
+    "document_references": DocumentReference,
+    "care_plans": CarePlan,
+    "care_teams": CareTeam,
+    "goals": Goal,
+    "imaging_studies": ImagingStudy,
+    "devices": Device,
+    "claims": Claim,
+    "explanation_of_benefits": ExplanationOfBenefit,
 }
-_ID_COLUMNS = frozenset({"id", "patient_id", "encounter_id"})
+
+
+@strawberry.type(description="An organization: its type (codes) and 3-digit ZIP only.")
+class Organization(CodedResource):
+    active: bool | None
+    zip3: str | None
+
+
+@strawberry.type(description="A location: its type (codes), 3-digit ZIP and managing organization's id only.")
+class Location(CodedResource):
+    zip3: str | None
+    organization_id: strawberry.ID | None
+
+
+@strawberry.type(description="A practitioner: the qualifications' codes only.")
+class Practitioner(CodedResource):
+    active: bool | None
+
+
+@strawberry.type(
+    description="A practitioner's role: its specialties as codes, the practitioner's and organization's ids."
+)
+class PractitionerRole(CodedResource):
+    active: bool | None
+    practitioner_id: strawberry.ID | None
+    organization_id: strawberry.ID | None
+
+
+@strawberry.type(description="A medication: its code and form code.")
+class Medication(CodedResource):
+    form_code: str | None
+
+
+ENTITY_TYPES: dict[str, type[CodedResource]] = {
+    "organizations": Organization,
+    "locations": Location,
+    "practitioners": Practitioner,
+    "practitioner_roles": PractitionerRole,
+    "medications": Medication,
+}
+
+
+def _field_value(name: str, value: Any) -> Any:
+    """A column as GraphQL serves it: ids as ID, codings as Coding, numerics as Float."""
+    if name.endswith("codings"):
+        return [Coding(system=c.get("system") or None, code=c["code"]) for c in value]
+    if isinstance(value, uuid.UUID) and name != "record_id":
+        return strawberry.ID(str(value))
+    if name.endswith("_ids"):
+        return [strawberry.ID(str(v)) for v in value]
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def _of(cls: type[T], row: asyncpg.Record) -> T:
+    names = {n for c in cls.__mro__ for n in getattr(c, "__annotations__", {})}
+    return cls(**{n: _field_value(n, row[n]) for n in names})
 
 
 def fact_of(kind: str, row: asyncpg.Record) -> ClinicalFact:
-    cls = FACT_TYPES[kind]
-    values: dict[str, Any] = {}
-    for name in cls.__annotations__ | ClinicalFact.__annotations__:
-        if name == "codings":
-            values[name] = [Coding(system=c.get("system") or None, code=c["code"]) for c in row["codings"]]
-        elif name in _ID_COLUMNS:
-            values[name] = strawberry.ID(str(row[name])) if row[name] is not None else None
-        elif name == "value_num":
-            values[name] = float(row[name]) if row[name] is not None else None
-        else:
-            values[name] = row[name]
-    return cls(**values)
+    return _of(FACT_TYPES[kind], row)
+
+
+def _entity_field(table: str) -> Any:
+    """A root field: one entity of `table` of the caller's tenant by id (null for any other)."""
+
+    async def resolve(info: Info, id: strawberry.ID) -> Any:
+        loaders = info.context.loaders
+        rows = await loaders.entity.load((table, parse_id(id)))
+        return _of(ENTITY_TYPES[table], rows[0]) if rows else None
+
+    resolve.__annotations__["return"] = ENTITY_TYPES[table] | None
+    name = table.removesuffix("s").replace("_", " ")
+    return strawberry.field(
+        resolver=resolve, description=f"One {name} of the caller's tenant by id (null for any other)."
+    )
 
 
 def _facts_field(kind: str, parent: str, cross_tenant: bool) -> Any:
@@ -350,6 +533,16 @@ class Patient:
     immunizations = _facts_field("immunizations", "patient", False)
     allergy_intolerances = _facts_field("allergy_intolerances", "patient", False)
     procedures = _facts_field("procedures", "patient", False)
+    medication_requests = _facts_field("medication_requests", "patient", False)
+    diagnostic_reports = _facts_field("diagnostic_reports", "patient", False)
+    document_references = _facts_field("document_references", "patient", False)
+    care_plans = _facts_field("care_plans", "patient", False)
+    care_teams = _facts_field("care_teams", "patient", False)
+    goals = _facts_field("goals", "patient", False)
+    imaging_studies = _facts_field("imaging_studies", "patient", False)
+    devices = _facts_field("devices", "patient", False)
+    claims = _facts_field("claims", "patient", False)
+    explanation_of_benefits = _facts_field("explanation_of_benefits", "patient", False)
 
 
 @strawberry.type(description="T1-T5 under one tokenization key: pseudonyms, the same across sources.")
@@ -406,6 +599,16 @@ class Subject(SubjectProfile):
     immunizations = _facts_field("immunizations", "subject", False)
     allergy_intolerances = _facts_field("allergy_intolerances", "subject", False)
     procedures = _facts_field("procedures", "subject", False)
+    medication_requests = _facts_field("medication_requests", "subject", False)
+    diagnostic_reports = _facts_field("diagnostic_reports", "subject", False)
+    document_references = _facts_field("document_references", "subject", False)
+    care_plans = _facts_field("care_plans", "subject", False)
+    care_teams = _facts_field("care_teams", "subject", False)
+    goals = _facts_field("goals", "subject", False)
+    imaging_studies = _facts_field("imaging_studies", "subject", False)
+    devices = _facts_field("devices", "subject", False)
+    claims = _facts_field("claims", "subject", False)
+    explanation_of_benefits = _facts_field("explanation_of_benefits", "subject", False)
 
     @strawberry.field(
         description="The caller's resources about this subject of FHIR types the canonical schema does not "
@@ -444,6 +647,16 @@ class LinkedSubject(SubjectProfile):
     immunizations = _facts_field("immunizations", "subject", True)
     allergy_intolerances = _facts_field("allergy_intolerances", "subject", True)
     procedures = _facts_field("procedures", "subject", True)
+    medication_requests = _facts_field("medication_requests", "subject", True)
+    diagnostic_reports = _facts_field("diagnostic_reports", "subject", True)
+    document_references = _facts_field("document_references", "subject", True)
+    care_plans = _facts_field("care_plans", "subject", True)
+    care_teams = _facts_field("care_teams", "subject", True)
+    goals = _facts_field("goals", "subject", True)
+    imaging_studies = _facts_field("imaging_studies", "subject", True)
+    devices = _facts_field("devices", "subject", True)
+    claims = _facts_field("claims", "subject", True)
+    explanation_of_benefits = _facts_field("explanation_of_benefits", "subject", True)
 
 
 @strawberry.type
@@ -532,3 +745,9 @@ class Query:
         check_buckets(ctx, bucket, since, until)
         rows = await ctx.loaders.repo.fact_counts(ctx.loaders.tenant, kind.value, bucket.value, since, until)
         return [CountBucket(kind=r["kind"], bucket_start=r["bucket"], count=r["n"]) for r in rows]
+
+    organization = _entity_field("organizations")
+    location = _entity_field("locations")
+    practitioner = _entity_field("practitioners")
+    practitioner_role = _entity_field("practitioner_roles")
+    medication = _entity_field("medications")

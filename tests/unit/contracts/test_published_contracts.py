@@ -137,11 +137,13 @@ def test_a_published_document_is_never_removed(copy: Path) -> None:
 
 def test_an_additive_sdl_change_is_a_minor_version_that_must_be_recorded(copy: Path) -> None:
     sdl = copy / "contracts/graphql/schema.graphql"
-    _edit(sdl, "API v2.1:", "API v2.2:")
+    major, minor = cv.version_tuple(cv.read(sdl).version)
+    bumped = f"v{major}.{minor + 1}"
+    _edit(sdl, f"API v{major}.{minor}:", f"API {bumped}:")
     _edit(sdl, "type Tokens {", "type Tokens {\n  added: String")
-    assert cv.read(sdl).version == "v2.2"
-    assert any("v2.2" in p and "not in contracts/published.yaml" in p for p in cv.problems())
+    assert cv.read(sdl).version == bumped
+    assert any(bumped in p and "not in contracts/published.yaml" in p for p in cv.problems())
     data = _published(copy)
-    data["documents"]["graphql/schema.graphql"].append({"version": "v2.2", "sha256": cv.read(sdl).fingerprint})
+    data["documents"]["graphql/schema.graphql"].append({"version": bumped, "sha256": cv.read(sdl).fingerprint})
     _write_published(copy, data)
     assert cv.problems() == []

@@ -174,21 +174,21 @@ def test_unmappable_records_are_poison_naming_the_element_never_the_value(resour
 
 
 def test_a_type_not_modelled_is_raw_only_with_its_type_and_patient_never_poison():
-    device = {"resourceType": "Device", "id": "d1", "status": "active", "patient": {"reference": "Patient/p1"},
-              "serialNumber": "SN-Sumiko254", "note": [{"text": "free text"}]}  # fmt: skip
-    mapped = fhir(device)
-    assert mapped.raw_only and mapped.record_type == "Device" and mapped.persons == []
+    flag = {"resourceType": "Flag", "id": "f1", "status": "active", "subject": {"reference": "Patient/p1"},
+            "identifier": [{"value": "SN-Sumiko254"}], "code": {"text": "free text"}}  # fmt: skip
+    mapped = fhir(flag)
+    assert mapped.raw_only and mapped.record_type == "Flag" and mapped.persons == []
     [row] = mapped.rows
     assert row.table == "raw_resources"
     assert row.values == {
-        "id": IDS.of("Device", "d1"),
-        "resource_type": "Device",
+        "id": IDS.of("Flag", "f1"),
+        "resource_type": "Flag",
         "patient_id": IDS.of("Patient", "p1"),
     }
     assert mapped.placeholders == [("patients", IDS.of("Patient", "p1"))]
     assert mapped.entity_counts() == {}  # record.normalized.v1 lists modelled tables only
-    claim = fhir({"resourceType": "Claim", "patient": {"reference": "Group/g"}, "subject": 7})
-    assert claim.rows[0].values["patient_id"] is None and claim.rows[0].values["resource_type"] == "Claim"
+    basic = fhir({"resourceType": "Basic", "patient": {"reference": "Group/g"}, "subject": 7})
+    assert basic.rows[0].values["patient_id"] is None and basic.rows[0].values["resource_type"] == "Basic"
 
 
 def test_a_bundle_maps_its_modelled_entries_and_keeps_the_others_raw_only():
