@@ -149,6 +149,24 @@ def us_core_resources(patient_id: str, encounter_id: str) -> list[dict[str, Any]
     ]  # fmt: skip
 
 
+_BILLING = (
+    "use createdYear billableStartYear billableEndYear totalValue currency providerId itemCodings { system code }"
+)
+US_CORE_FACT_FIELDS = {
+    "medicationRequests": "encounterId intent medicationId requesterId authoredYear",
+    "diagnosticReports": "encounterId category effectiveYear issuedYear resultIds",
+    "documentReferences": "encounterId category contentType dateYear",
+    "carePlans": "encounterId intent periodStartYear periodEndYear",
+    "careTeams": "encounterId periodStartYear periodEndYear",
+    "goals": "achievementStatus startYear",
+    "imagingStudies": "encounterId startedYear seriesCount instanceCount",
+    "devices": "",
+    "claims": _BILLING,
+    "explanationOfBenefits": f"{_BILLING} outcome paymentValue claimId",
+}
+"""GraphQL (API v2.2): each fact field of the set on a patient or subject, and its own fields."""
+
+
 SYNTHEA_TYPES = ("Patient", "Encounter", "Condition", "Immunization", "AllergyIntolerance", "Procedure")
 _FULL_DATE = re.compile(rb'"(\d{4}-\d{2}-\d{2})')
 

@@ -221,7 +221,7 @@ class ClinicalFact:
     code: str | None
     codings: list[Coding]
     record_id: strawberry.Private[uuid.UUID | None]
-    record: Record | None = strawberry.field(
+    record = strawberry.field(
         resolver=_record, description="The record that stated the fact (null for another tenant's)."
     )
 
@@ -235,9 +235,7 @@ class CodedResource:
     code: str | None
     codings: list[Coding]
     record_id: strawberry.Private[uuid.UUID | None]
-    record: Record | None = strawberry.field(
-        resolver=_record, description="The record that stated it (null for another tenant's)."
-    )
+    record = strawberry.field(resolver=_record, description="The record that stated it (null for another tenant's).")
 
 
 @strawberry.type

@@ -10,7 +10,7 @@ import orjson
 from aiobotocore.session import get_session
 
 from exchange.core.contracts import event_validator
-from exchange_devtools.testdata import unmodelled_resources
+from exchange_devtools.testdata import unmodelled_resources, us_core_resources
 
 FHIR = "application/fhir+json"
 
@@ -38,7 +38,7 @@ async def test_bulk_ndjson_of_synthea_and_unmodelled_types_rejects_no_line(clien
     data = resp.json()
     assert data["rejected"] == 0 and data["accepted"] == len(lines)
     assert [r["record_type"] for r in data["results"]] == [
-        "Patient", "Device", "Claim", "DiagnosticReport", "Provenance", "Encounter"
+        "Patient", "MedicationAdministration", "Flag", "Basic", "Provenance", "Encounter"
     ]  # fmt: skip
 
 
@@ -60,7 +60,7 @@ async def test_a_transaction_bundle_is_one_record_per_entry_stored_as_ndjson_lin
     contract_validator("BundleAccepted", data)
     assert data["bundle_type"] == "transaction" and data["accepted"] == 4 and data["rejected"] == 0
     assert [(r["entry"], r["record_type"]) for r in data["results"]] == [
-        (0, "Patient"), (1, "Encounter"), (2, "Device"), (3, "Claim")
+        (0, "Patient"), (1, "Encounter"), (2, "MedicationAdministration"), (3, "Flag")
     ]  # fmt: skip
 
     async with get_session().create_client("s3", **s3.client_kwargs()) as s3c:
@@ -121,9 +121,10 @@ async def test_an_unknown_resource_type_is_422_at_its_pointer(client, auth):
     assert resp.json()["errors"] == [{"pointer": "/resourceType", "reason": "enum"}]
 
 
-async def test_a_structurally_invalid_resource_of_an_unmodelled_type_is_422_with_pointers_never_values(client, auth):
+async def test_a_structurally_invalid_resource_is_422_with_pointers_never_values(client, auth):
     secret = "Sumiko254-Medhurst46"
-    claim = {**unmodelled_resources("p-bad")[1], "patient": secret, "priority": None, "nickname": secret}
+    (claim,) = (r for r in us_core_resources("p-bad", "e-bad") if r["resourceType"] == "Claim")
+    claim = {**claim, "patient": secret, "priority": None, "nickname": secret}
     del claim["provider"]
     resp = await client.post("/v1/ingest", content=orjson.dumps(claim), headers=auth(FHIR))
     assert resp.status_code == 422 and resp.headers["content-type"].startswith("application/problem+json")

@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from exchange.core.storage import content_key
+from exchange.normalizer.model import ENTITY_TABLES, FACT_TABLES
 from exchange_devtools.engines.base import free_port
 from exchange_devtools.testdata import SYNTHEA_DIR as SYNTHEA
 
@@ -35,10 +36,7 @@ REPO = Path(__file__).resolve().parents[3]
 EXCHANGE = Path(sys.executable).with_name("exchange")
 TENANT = "acme"
 
-CANONICAL_TABLES = (
-    "records", "subjects", "patients", "encounters", "conditions", "observations", "immunizations",
-    "allergy_intolerances", "procedures",
-)  # fmt: skip
+CANONICAL_TABLES = ("records", "subjects", "patients", *FACT_TABLES, *ENTITY_TABLES)
 
 
 @pytest.fixture(scope="session")

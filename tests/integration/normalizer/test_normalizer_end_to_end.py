@@ -9,7 +9,14 @@ import orjson
 from aiokafka import AIOKafkaConsumer
 
 from exchange.core.contracts import event_validator
-from exchange_devtools.testdata import synthea_dates_and_ids, synthea_identity
+from exchange.normalizer.context import TABLE_OF
+from exchange_devtools.testdata import (
+    FREE_TEXT,
+    SOURCE_IDENTIFIER,
+    synthea_dates_and_ids,
+    synthea_identity,
+    us_core_resources,
+)
 
 from .conftest import TENANT, Stack, synthea_lines, wait_for
 
@@ -25,7 +32,8 @@ CANARY = {
     "data": {"code": {"system": "http://snomed.info/sct", "code": "44054006"},
              "note": "Zebulon Quuxcanary lives at 1 Canary Street, phone 415-555-0199"},
 }  # fmt: skip
-CANARIES = ("Zebulon", "Quuxcanary", "1961-07-04", "078-05-1120", "078051120", "'94110'", "Canary Street", "555-0199")
+CANARIES = ("Zebulon", "Quuxcanary", "1961-07-04", "078-05-1120", "078051120", "'94110'", "Canary Street", "555-0199",
+            FREE_TEXT, SOURCE_IDENTIFIER, "2020-03-04", "Bedford", "555-0100")  # fmt: skip
 
 
 def canonical_text(state: dict[str, list[tuple[Any, ...]]]) -> str:
@@ -66,6 +74,12 @@ async def test_synthea_ndjson_is_normalized_end_to_end_without_pii(stack: Stack)
     })  # fmt: skip
     key, digest = await stack.put_raw(observation, "application/fhir+json")
     events.append(stack.event(key, digest, len(observation), "application/fhir+json", "Observation"))
+    # nor any of the US Core set beyond the first seven: one of each, hand-made, about that patient
+    encounter_id = next(
+        e["id"] for e in map(orjson.loads, synthea_lines("Encounter")) if patient_id in e["subject"]["reference"]
+    )
+    us_core = us_core_resources(patient_id, encounter_id)
+    events += await stack.ingest_ndjson([orjson.dumps(r) for r in us_core])
     await stack.publish(events)
     stack.start_worker()
 
@@ -102,6 +116,16 @@ async def test_synthea_ndjson_is_normalized_end_to_end_without_pii(stack: Stack)
         " WHERE e.record_id IS NOT NULL"
     )
     assert linked[0]["n"] == counts["Procedure"]
+    # the US Core set is normalized, not raw-only, its references rewritten to canonical ids
+    for resource in us_core:
+        assert await stack.count(f"canonical.{TABLE_OF[resource['resourceType']]}") == 1, resource["resourceType"]
+    assert await stack.count("canonical.raw_resources") == 0
+    (claim,) = await stack.fetch(
+        "SELECT c.total_value, e.claim_id = c.id AS linked, p.record_id IS NOT NULL AS arrived FROM canonical.claims c"
+        " JOIN canonical.explanation_of_benefits e ON e.patient_id = c.patient_id"
+        " JOIN canonical.patients p ON p.id = c.patient_id"
+    )
+    assert (float(claim["total_value"]), claim["linked"], claim["arrived"]) == (129.5, True, True)
 
     # record.normalized.v1: one per event, on contract
     normalized = await read_topic(stack, stack.out_topic, len(events))

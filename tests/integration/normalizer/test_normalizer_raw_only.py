@@ -34,7 +34,7 @@ async def test_unmodelled_types_in_bulk_and_in_a_transaction_are_raw_only_and_ve
                 **HEADERS, "Content-Type": "application/fhir+ndjson", "Idempotency-Key": uuid.uuid4().hex})  # fmt: skip
             assert response.status_code == 202 and response.json()["rejected"] == 0, response.text
             accepted = response.json()["accepted"]
-            other = [{**r, "id": f"{r['id']}-tx"} for r in resources[:2]]  # a Device and a Claim
+            other = [{**r, "id": f"{r['id']}-tx"} for r in resources[:2]]  # a MedicationAdministration and a Flag
             condition = orjson.loads(synthea_lines("Condition", 1)[0])
             bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
                 {"fullUrl": f"urn:uuid:{r['id']}", "resource": r, "request": {"method": "POST", "url": "x"}}
@@ -55,11 +55,11 @@ async def test_unmodelled_types_in_bulk_and_in_a_transaction_are_raw_only_and_ve
             "GROUP BY 1 ORDER BY 1"
         )
         assert [tuple(r) for r in rows] == [
-            ("Claim", 2, 2, 2), ("Device", 2, 2, 2), ("DiagnosticReport", 1, 1, 1), ("Provenance", 1, 0, 0)
+            ("Basic", 1, 1, 1), ("Flag", 2, 2, 2), ("MedicationAdministration", 2, 2, 2), ("Provenance", 1, 0, 0)
         ]  # fmt: skip
         assert await stack.count("canonical.conditions") == 1  # the modelled entry of the transaction
         types = await stack.fetch("SELECT record_type, count(*) AS n FROM canonical.records GROUP BY 1")
-        assert {r["record_type"]: r["n"] for r in types}["Device"] == 2
+        assert {r["record_type"]: r["n"] for r in types}["Flag"] == 2
 
         logged = [orjson.loads(line) for line in stack.log_text().splitlines() if '"batch_normalized"' in line]
         assert sum(entry["raw_only"] for entry in logged) == 6  # outcome raw-only: 4 in bulk, 2 in the Bundle
@@ -69,7 +69,7 @@ async def test_unmodelled_types_in_bulk_and_in_a_transaction_are_raw_only_and_ve
         assert report.exit_code == 0, report.output
         assert "raw objects without canonical records: 0" in report.output
         assert "resources kept raw-only (accounted for): 6" in report.output
-        assert "  Claim: 2\n  Device: 2\n  DiagnosticReport: 1\n  Provenance: 1\n" in report.output
+        assert "  Basic: 1\n  Flag: 2\n  MedicationAdministration: 2\n  Provenance: 1\n" in report.output
     finally:
         os.killpg(ingest.pid, signal.SIGTERM)
         ingest.wait(20)

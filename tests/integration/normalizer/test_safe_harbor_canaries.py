@@ -16,7 +16,9 @@ import httpx
 import orjson
 from asgi_lifespan import LifespanManager
 
+from exchange.normalizer.model import ENTITY_TABLES
 from exchange_devtools.engines.jaeger import JaegerServer
+from exchange_devtools.testdata import FREE_TEXT, FULL_DATE, SOURCE_IDENTIFIER, US_CORE_FACT_FIELDS, us_core_resources
 
 from .conftest import Stack, wait_for
 from .test_normalizer_end_to_end import read_topic
@@ -237,14 +239,40 @@ def fhir_resources() -> list[dict[str, Any]]:
     }  # fmt: skip
     # Types the canonical schema does not model: raw-only, their content stays in the raw zone
     unmodelled = [
-        {**device, "id": "SNQXDEV4471", "text": NARRATIVE},
         {"resourceType": "Coverage", "id": "cov-1", "status": "active", "subscriberId": "HPBNQX88321",
          "identifier": [{"value": "HPBNQX88321"}], "beneficiary": SUBJECT, "payor": [{"display": "Bellamira Quorvald"}],
          "period": {"start": "2019-08-23"}},
         {"resourceType": "Account", "id": "ACCTQX55190", "status": "active", "identifier": [{"value": "ACCTQX55190"}],
          "subject": [SUBJECT], "name": "Xanthippe Quorvald household"},
     ]  # fmt: skip
-    return [patient, encounter, condition, *observations, immunization, procedure, allergy, elder, *unmodelled]
+    return [
+        patient,
+        encounter,
+        condition,
+        *observations,
+        immunization,
+        procedure,
+        allergy,
+        elder,
+        *unmodelled,
+        {**device, "id": "SNQXDEV4471", "text": NARRATIVE},
+        *us_core(),
+    ]
+
+
+def us_core() -> list[dict[str, Any]]:
+    """The US Core set beyond the first seven (ADR 0015), about the canary patient, each with the
+    narrative, identifiers and an extension of canaries, and canaries in every free-text element,
+    identifier, full date, address and telecom the hand-made resources carry."""
+    swaps = {FREE_TEXT: "Xanthippe Quorvald, fax 406-555-0143", SOURCE_IDENTIFIER: "SNQXDEV4471",
+             FULL_DATE: "2019-08-23", "Bedford": "Plimbridge", "03601": "59231", "01730-1234": "59231-0001",
+             "555-0100": "406-555-0187", "sumiko@example.org": "xq.quorvald@canarymail.example"}  # fmt: skip
+    text = json.dumps(us_core_resources("MRNQX77412", "enc-1"))
+    for old, new in swaps.items():
+        text = text.replace(old, new)
+    identifiers = [{"value": "UIDQX31337"}, {"system": "urn:canary:plan", "value": "HPBNQX88321"}]
+    seeded = {"text": NARRATIVE, "extension": [ext("portal-ip", valueString="203.0.113.77")], "identifier": identifiers}
+    return [{**resource, **seeded} for resource in json.loads(text)]
 
 
 def native_records() -> list[dict[str, Any]]:
@@ -303,6 +331,17 @@ FACT_FIELDS = {
     "immunizations": "encounterId occurredYear",
     "allergyIntolerances": "encounterId clinicalStatus verificationStatus category criticality recordedYear",
     "procedures": "encounterId performedStartYear performedEndYear",
+    **US_CORE_FACT_FIELDS,
+}
+US_CORE_TABLES = ("medication_requests", "diagnostic_reports", "document_references", "care_plans", "care_teams",
+                  "goals", "imaging_studies", "claims", "explanation_of_benefits", *ENTITY_TABLES)  # fmt: skip
+ENTITY_COMMON = "id tenant status codeSystem code codings { system code } record { id recordType objectKey }"
+ENTITY_QUERIES = {
+    "organizations": "organization(id: $id) { ENTITY active zip3 }",
+    "locations": "location(id: $id) { ENTITY zip3 organizationId }",
+    "practitioners": "practitioner(id: $id) { ENTITY active }",
+    "practitioner_roles": "practitionerRole(id: $id) { ENTITY active practitionerId organizationId }",
+    "medications": "medication(id: $id) { ENTITY formCode }",
 }
 FACTS = " ".join(f"{field} {{ edges {{ node {{ {COMMON} {more} }} }} }}" for field, more in FACT_FIELDS.items())
 PATIENT_QUERY = f"""query($id: ID!) {{ patient(id: $id) {{ id tenant deceased record {{ id recordType }}
@@ -339,6 +378,10 @@ async def graphql_answers(stack: Stack, postgres: Any, jwks_server: Any) -> list
             answers.append(await gql(RECORDS_QUERY))
             for row in await stack.fetch("SELECT id FROM canonical.patients ORDER BY id"):
                 answers.append(await gql(PATIENT_QUERY, {"id": str(row["id"])}))
+            for table, selection in ENTITY_QUERIES.items():
+                query = "query($id: ID!) { " + selection.replace("ENTITY", ENTITY_COMMON) + " }"
+                for row in await stack.fetch(f"SELECT id FROM canonical.{table} ORDER BY id"):
+                    answers.append(await gql(query, {"id": str(row["id"])}))
     return answers
 
 
@@ -376,7 +419,13 @@ async def test_no_safe_harbor_identifier_leaves_the_raw_zone(
     (age,) = await stack.fetch("SELECT value_num, value_unit FROM canonical.observations WHERE code = '21612-7'")
     assert (age["value_num"], age["value_unit"]) == (90, "a"), "a stated age over 89 is aggregated"
     raw_only = await stack.fetch("SELECT resource_type FROM canonical.raw_resources ORDER BY 1")
-    assert [r["resource_type"] for r in raw_only] == ["Account", "Coverage", "Device"]
+    assert [r["resource_type"] for r in raw_only] == ["Account", "Coverage"]
+    for table in ("devices", *US_CORE_TABLES):
+        assert await stack.count(f"canonical.{table}") == (2 if table == "devices" else 1), table
+    (claim,) = await stack.fetch(
+        "SELECT created_year, total_value, zip3 FROM canonical.claims, canonical.organizations"
+    )
+    assert (claim["created_year"], float(claim["total_value"]), claim["zip3"]) == (2019, 129.5, "592")
     (encounter,) = await stack.fetch("SELECT * FROM canonical.encounters")
     assert (encounter["period_start_year"], encounter["period_end_year"]) == (2019, 2019)
 
@@ -400,7 +449,11 @@ async def test_no_safe_harbor_identifier_leaves_the_raw_zone(
     text = json.dumps(answers)
     assert leaks(text) == [], "identifiers in GraphQL answers"
     assert '"occurredYear": 2019' in text and '"periodStartYear": 2019' in text and '"zip3": "592"' in text
-    patients = [a["data"]["patient"] for a in answers[1:] if a["data"]["patient"]["subject"]]
+    assert '"authoredYear": 2019' in text and '"seriesCount": 1' in text and '"formCode": "385055001"' in text
+    assert '"totalValue": 129.5' in text
+    patients = [a["data"]["patient"] for a in answers[1:] if "patient" in a["data"] and a["data"]["patient"]["subject"]]
+    entities = [a["data"] for a in answers if "patient" not in a["data"] and "records" not in a["data"]]
+    assert len(entities) == 5 and all(e[kind] is not None for e in entities for kind in e), "one answer per entity"
     (old,) = [p for p in patients if p["subject"]["ageOver89"]]
     assert old["subject"]["birthYear"] is None
     assert [e["node"]["occurredYear"] for e in old["immunizations"]["edges"]] == [None]

@@ -1,4 +1,4 @@
-"""Migration 0007 on real Postgres (ADR 0014): stored clinical dates become their years in place,
+"""Migrations 0007 and 0008 on real Postgres (ADR 0014, 0015): stored clinical dates become their years in place,
 facts of subjects aged 90+ lose theirs, and the triggers keep it so whatever the arrival order
 (a fact before its patient is linked, a subject that turns 90+ later)."""
 
@@ -97,3 +97,26 @@ async def test_years_are_withheld_whatever_the_arrival_order(conn: asyncpg.Conne
     # an update cannot put a year back
     await conn.execute("UPDATE canonical.immunizations SET occurred_year = 1931 WHERE patient_id = $1", YOUNG)
     assert await years(conn, "immunizations", "occurred_year", YOUNG) == [None, None]
+
+
+async def test_the_us_core_tables_of_0008_withhold_years_like_the_others(conn: asyncpg.Connection) -> None:
+    claim = (
+        "INSERT INTO canonical.claims (id, tenant, patient_id, created_year, billable_start_year) "
+        "VALUES ($1, 'acme', $2, 2019, 2019)"
+    )
+    await conn.execute(claim, uuid.uuid4(), OLD)
+    await conn.execute(claim, uuid.uuid4(), YOUNG)
+    assert await years(conn, "claims", "billable_start_year", OLD) == [None]
+    assert await years(conn, "claims", "created_year", YOUNG) == [2019]
+    await conn.execute(
+        "INSERT INTO canonical.goals (id, tenant, patient_id, start_year) VALUES ($1, 'acme', $2, 1931)",
+        uuid.uuid4(),
+        YOUNG,
+    )
+    # the subject turns 90: canonical.clear_years reaches the new tables as well
+    await conn.execute(
+        "UPDATE canonical.subjects SET age_over_89 = true, birth_year = NULL WHERE id = $1", YOUNG_SUBJECT
+    )
+    assert await years(conn, "claims", "created_year", YOUNG) == [None]
+    assert await years(conn, "goals", "start_year", YOUNG) == [None]
+    assert await years(conn, "encounters", "period_start_year", YOUNG) == [None]

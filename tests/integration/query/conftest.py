@@ -34,7 +34,7 @@ from asgi_lifespan import LifespanManager
 from exchange.core.storage import content_key
 from exchange_devtools.engines.base import free_port
 from exchange_devtools.testdata import SYNTHEA_DIR as SYNTHEA
-from exchange_devtools.testdata import unmodelled_resources
+from exchange_devtools.testdata import unmodelled_resources, us_core_resources
 
 REPO = Path(__file__).resolve().parents[3]
 ACME, BETA, OTHER = "acme", "beta", "gamma"
@@ -174,6 +174,8 @@ async def canonical(postgres: Any, s3: Any, tokenizer_for_query: str) -> AsyncIt
     sends = [(ACME, kind, synthea(kind)) for kind in ACME_FILES]
     sends.append((ACME, "Observation", synthetic_observations(observed)))
     sends += [(ACME, r["resourceType"], [orjson.dumps(r)]) for r in unmodelled_resources(observed)]  # raw-only
+    encounter = next(e["id"] for e in map(orjson.loads, synthea("Encounter")) if observed in e["subject"]["reference"])
+    sends += [(ACME, r["resourceType"], [orjson.dumps(r)]) for r in us_core_resources(observed, encounter)]
     sends += [(BETA, kind, synthea(kind)) for kind in BETA_FILES]
     await _normalize(dsn, kwargs, bucket, tokenizer_for_query, sends)
     role = f"query_ro_{suffix}"

@@ -64,15 +64,15 @@ async def test_a_subject_counts_its_raw_only_resources_by_type_in_the_callers_te
     token = await token_of_observed(canonical)
     query = "query($t: String!) { subjects(token: $t) { rawResourceCounts { resourceType count } } }"
     (subject,) = (await api.gql(query, {"t": token}))["data"]["subjects"]
-    # Device (patient), Claim (patient), DiagnosticReport (subject); the Provenance names no subject.
+    # MedicationAdministration, Flag, Basic (subject); the Provenance names no subject.
     assert subject["rawResourceCounts"] == [
-        {"resourceType": "Claim", "count": 1}, {"resourceType": "Device", "count": 1},
-        {"resourceType": "DiagnosticReport", "count": 1},
+        {"resourceType": "Basic", "count": 1}, {"resourceType": "Flag", "count": 1},
+        {"resourceType": "MedicationAdministration", "count": 1},
     ]  # fmt: skip
     (other,) = (await api.gql(query, {"t": token}, tenant=BETA))["data"]["subjects"]
     assert other["rawResourceCounts"] == []
     rows = await canonical.fetch("SELECT resource_type, patient_id FROM canonical.raw_resources ORDER BY 1")
-    assert [r["resource_type"] for r in rows] == ["Claim", "Device", "DiagnosticReport", "Provenance"]
+    assert [r["resource_type"] for r in rows] == ["Basic", "Flag", "MedicationAdministration", "Provenance"]
     assert rows[3]["patient_id"] is None
 
 
