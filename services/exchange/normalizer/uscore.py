@@ -7,13 +7,23 @@ title, addresses except the ZIP3). Tables are those of migration 0008.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
 from exchange.normalizer import deid
 from exchange.normalizer.context import FhirContext, first, items
-from exchange.normalizer.fhir import codings, concept_code, decimal, period_years, token, unmappable, year
+from exchange.normalizer.fhir import (
+    codings,
+    concept_code,
+    decimal,
+    period_years,
+    reference,
+    token,
+    unmappable,
+    year,
+)
 
 Mapper = Callable[[FhirContext, dict[str, Any], str], None]
 
@@ -37,13 +47,20 @@ def _all_codings(res: dict[str, Any], field: str, where: str) -> list[dict[str, 
     return [pair for concept, at in items(res, field, where) for pair in codings(concept, at)]
 
 
+def _optional_patient(ctx: FhirContext, res: dict[str, Any], where: str) -> uuid.UUID | None:
+    """The Patient of a `subject`, which FHIR lets be another type (a Group, a Device, a Location)
+    or, for some types, absent: such a resource is kept about no patient, not refused."""
+    target = reference(res.get("subject"), f"{where}/subject", ctx.bundle_urls, "Patient")
+    return ctx.ref(res, "subject", where, "Patient") if target is not None and target[0] == "Patient" else None
+
+
 def _medication_request(ctx: FhirContext, res: dict[str, Any], where: str) -> None:
     values = ctx.fact(res, where, code_field="medicationCodeableConcept")
     values["intent"] = token(res.get("intent"), f"{where}/intent")
     values["medication_id"] = ctx.ref_any(res.get("medicationReference"), f"{where}/medicationReference", "Medication")
     values["requester_id"] = ctx.ref_any(res.get("requester"), f"{where}/requester", "Practitioner")
     values["authored_year"] = year(res.get("authoredOn"), f"{where}/authoredOn")
-    values["patient_id"] = ctx.ref(res, "subject", where, "Patient", required=True)
+    values["patient_id"] = _optional_patient(ctx, res, where)
     values["encounter_id"] = ctx.ref(res, "encounter", where, "Encounter")
     ctx.add("medication_requests", values)
 
@@ -56,7 +73,7 @@ def _diagnostic_report(ctx: FhirContext, res: dict[str, Any], where: str) -> Non
     values["issued_year"] = year(res.get("issued"), f"{where}/issued")
     results = [ctx.ref_any(ref, at, "Observation") for ref, at in items(res, "result", where)]
     values["result_ids"] = [r for r in results if r is not None]
-    values["patient_id"] = ctx.ref(res, "subject", where, "Patient", required=True)
+    values["patient_id"] = _optional_patient(ctx, res, where)
     values["encounter_id"] = ctx.ref(res, "encounter", where, "Encounter")
     ctx.add("diagnostic_reports", values)
 
@@ -74,7 +91,7 @@ def _document_reference(ctx: FhirContext, res: dict[str, Any], where: str) -> No
     values["date_year"] = year(res.get("date"), f"{where}/date")
     context = res.get("context")
     encounter, at = first(context, "encounter", f"{where}/context") if isinstance(context, dict) else (None, "")
-    values["patient_id"] = ctx.ref(res, "subject", where, "Patient", required=True)
+    values["patient_id"] = _optional_patient(ctx, res, where)
     values["encounter_id"] = ctx.ref_to(encounter, at, "Encounter")
     ctx.add("document_references", values)
 
@@ -83,7 +100,7 @@ def _care_plan(ctx: FhirContext, res: dict[str, Any], where: str) -> None:
     values = ctx.coded(res, where, _all_codings(res, "category", where))
     values["intent"] = token(res.get("intent"), f"{where}/intent")
     values["period_start_year"], values["period_end_year"] = period_years(res.get("period"), f"{where}/period")
-    values["patient_id"] = ctx.ref(res, "subject", where, "Patient", required=True)
+    values["patient_id"] = _optional_patient(ctx, res, where)
     values["encounter_id"] = ctx.ref(res, "encounter", where, "Encounter")
     ctx.add("care_plans", values)
 
@@ -94,7 +111,7 @@ def _care_team(ctx: FhirContext, res: dict[str, Any], where: str) -> None:
              for pair in _all_codings(p, "role", at)]  # fmt: skip
     values = ctx.coded(res, where, roles)
     values["period_start_year"], values["period_end_year"] = period_years(res.get("period"), f"{where}/period")
-    values["patient_id"] = ctx.ref(res, "subject", where, "Patient", required=True)
+    values["patient_id"] = _optional_patient(ctx, res, where)
     values["encounter_id"] = ctx.ref(res, "encounter", where, "Encounter")
     ctx.add("care_teams", values)
 
@@ -103,7 +120,7 @@ def _goal(ctx: FhirContext, res: dict[str, Any], where: str) -> None:
     values = ctx.fact({**res, "status": res.get("lifecycleStatus")}, where, code_field="description")
     values["achievement_status"] = concept_code(res.get("achievementStatus"), f"{where}/achievementStatus")
     values["start_year"] = year(res.get("startDate"), f"{where}/startDate")
-    values["patient_id"] = ctx.ref(res, "subject", where, "Patient", required=True)
+    values["patient_id"] = _optional_patient(ctx, res, where)
     ctx.add("goals", values)
 
 
@@ -116,7 +133,7 @@ def _imaging_study(ctx: FhirContext, res: dict[str, Any], where: str) -> None:
     instances = sum(len(items(s, "instance", at)) for s, at in series if isinstance(s, dict))
     values["series_count"] = _count(res.get("numberOfSeries", len(series)), f"{where}/numberOfSeries")
     values["instance_count"] = _count(res.get("numberOfInstances", instances), f"{where}/numberOfInstances")
-    values["patient_id"] = ctx.ref(res, "subject", where, "Patient", required=True)
+    values["patient_id"] = _optional_patient(ctx, res, where)
     values["encounter_id"] = ctx.ref(res, "encounter", where, "Encounter")
     ctx.add("imaging_studies", values)
 

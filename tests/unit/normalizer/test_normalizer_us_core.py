@@ -102,3 +102,13 @@ def test_counts_default_to_the_series_and_instances_listed_and_a_bad_count_is_un
 def test_a_device_about_no_patient_is_kept_without_one() -> None:
     device = {k: v for k, v in RESOURCES["Device"].items() if k != "patient"}
     assert row_of("Device", device)["patient_id"] is None
+
+
+@pytest.mark.parametrize("kind", [k for k, r in RESOURCES.items() if "subject" in r])
+def test_a_resource_about_a_group_or_no_one_is_kept_about_no_patient(kind: str) -> None:
+    about_group = {**RESOURCES[kind], "subject": {"reference": "Group/g1"}}
+    assert row_of(kind, about_group)["patient_id"] is None
+    about_no_one = {k: v for k, v in RESOURCES[kind].items() if k != "subject"}
+    assert row_of(kind, about_no_one)["patient_id"] is None
+    with pytest.raises(PoisonError, match="/patient"):
+        row_of("Claim", {**RESOURCES["Claim"], "patient": {"reference": "Group/g1"}})  # a Claim's is a Patient
