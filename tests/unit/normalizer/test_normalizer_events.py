@@ -82,6 +82,21 @@ def test_a_normalized_event_is_on_contract_and_derived_deterministically():
     assert normalized_event(outcome, record_id)["event_id"] == payload["event_id"]
 
 
+def test_the_tables_of_the_us_core_set_are_left_out_of_the_v1_entities_which_stay_on_contract():
+    mapped = Mapped(record_type="Bundle", canonical_version="fhir-r4")
+    mapped.rows = [Row("patients", {"id": uuid.uuid4()}), Row("claims", {"id": uuid.uuid4()}),
+                   Row("organizations", {"id": uuid.uuid4()})]  # fmt: skip
+    outcome = Outcome(
+        event_id=uuid.uuid4(), record_id=uuid.uuid4(), tenant="acme", topic="t", partition=0, offset=1,
+        record={"source_format": "fhir", "record_type": "Bundle", "schema_version": "fhir-r4"},
+        mapped=mapped, correlation_id="c", traceparent="tp",
+    )  # fmt: skip
+    payload = normalized_event(outcome, uuid.uuid4())
+    check_normalized(payload)
+    assert payload["entities"] == {"patients": 1}
+    assert mapped.entity_counts() == {"patients": 1, "claims": 1, "organizations": 1}
+
+
 def test_dlq_headers_keep_the_original_ones_and_count_attempts():
     original = [("event_id", b"e1"), ("traceparent", b"tp")]
     first = dlq_headers(original, topic="t", partition=2, offset=41, error_class="unmappable", message="x" * 1000)
