@@ -108,7 +108,7 @@ kind-images: ## build exchange:dev and exchange-operator:dev with Docker and loa
 e2e: deps engines ## kind end-to-end: images, chart, sample, curl through the ingress (needs Docker and kind)
 	$(PY) -m pytest -m e2e tests/e2e/kind -q -rs
 
-.PHONY: bench-ingest bench-gzip bench-auth bench-tokenize bench-normalize bench-query bench-operator bench-kubeclient bench-cluster bench-platform
+.PHONY: bench-ingest bench-gzip bench-auth bench-tokenize bench-normalize bench-e2e bench-query bench-operator bench-kubeclient bench-cluster bench-platform
 bench-ingest: deps engines ## ingest throughput/latency vs the Postgres and S3 floors
 	@bash hack/bench/ingest
 bench-gzip: deps ## inflating many-member gzip bodies: linear now, vs the former quadratic loop
@@ -119,6 +119,8 @@ bench-tokenize: deps ## tokenizer records/s vs openlinktoken and the bare hashin
 	@bash hack/bench/tokenize
 bench-normalize: deps engines ## normalizer sustained records/s and consumer lag
 	@bash hack/bench/normalize
+bench-e2e: deps engines ## bulk upload → all queryable (make dev topology, fsync on), vs ingest alone and normalizer alone
+	@bash hack/bench/e2e $(ARGS)
 bench-query: deps engines ## query p50/p99 with 1M canonical rows
 	@bash hack/bench/query
 bench-operator: deps engines ## CR apply → children present, 1 and 20 pipelines
