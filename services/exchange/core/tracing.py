@@ -47,8 +47,17 @@ def enabled() -> bool:
 
 
 def tracer() -> trace.Tracer:
-    """The platform's tracer (the no-op one while tracing is off)."""
-    return trace.get_tracer(TRACER_NAME)
+    """The platform's tracer (the no-op one while tracing is off), made once per global provider:
+    `get_tracer` builds a new one on every call, once per sent row in the outbox relays."""
+    provider = trace.get_tracer_provider()
+    if _tracer[0] is not provider:
+        _tracer[:] = [provider, trace.get_tracer(TRACER_NAME, tracer_provider=provider)]
+    made: trace.Tracer = _tracer[1]
+    return made
+
+
+_tracer: list[Any] = [None, None]
+"""The global provider `tracer()` last saw, and its tracer."""
 
 
 def exporter_configured(environ: Mapping[str, str] = os.environ) -> bool:

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from exchange.core.contracts import error_pointers, event_validator, load_document
+from exchange.core.contracts import error_pointers, event_check, event_validator, load_document
 from exchange.core.errors import PoisonError, cap
 from exchange.normalizer.model import Outcome
 
@@ -64,7 +64,7 @@ def parse_ingested(value: bytes | None) -> IngestedEvent:
     except orjson.JSONDecodeError:
         raise PoisonError("schema-invalid", "event is not JSON") from None
     validator = event_validator(INGESTED)
-    if not validator.is_valid(document):
+    if not event_check(INGESTED).is_valid(document) and not validator.is_valid(document):
         pointers = ", ".join(f"{e['pointer']} ({e['reason']})" for e in error_pointers(validator, document, 5))
         raise PoisonError("schema-invalid", f"event violates {INGESTED} at {pointers}")
     obj = document["object"]

@@ -62,6 +62,17 @@ def test_traceparent_round_trips_and_refuses_garbage(exported: InMemorySpanExpor
         assert tracing.span_context(bad) is None
 
 
+def test_the_tracer_is_made_once_per_global_provider(monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = TracerProvider(shutdown_on_exit=False), TracerProvider(shutdown_on_exit=False)
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: first)
+    made = tracing.tracer()
+    assert tracing.tracer() is made
+    span = made.start_span("s")
+    assert span.instrumentation_scope.name == tracing.TRACER_NAME  # type: ignore[attr-defined]
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: second)
+    assert tracing.tracer() is not made and tracing.tracer() is tracing.tracer()
+
+
 def test_a_span_while_tracing_is_off_is_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(tracing._state, "enabled", False)
     with tracing.span("work") as span:

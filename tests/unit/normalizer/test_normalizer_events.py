@@ -9,10 +9,11 @@ import orjson
 import pytest
 from jsonschema import Draft202012Validator
 
-from exchange.core.contracts import event_validator, load_document
+from exchange.core.contracts import event_check, event_validator, load_document
 from exchange.core.errors import PoisonError
 from exchange.normalizer.events import (
     H_ATTEMPTS,
+    INGESTED,
     check_normalized,
     dlq_headers,
     normalized_event,
@@ -54,6 +55,24 @@ def test_an_invalid_event_is_schema_invalid_poison_without_its_values(value):
         parse_ingested(value)
     assert caught.value.error_class == "schema-invalid"
     assert "John" not in str(caught.value) and "078-05" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        ingested(),
+        ingested(line=None),
+        ingested(event_id=uuid.uuid4().hex),  # a UUID without its hyphens is off the format
+        ingested(event_id="{" + str(uuid.uuid4()) + "}"),
+        ingested(received_at="not a time"),  # date-time is not checked by the reference validator
+        ingested(line="3"),
+        ingested(object={"bucket": "b"}),
+        ingested(extra=1),
+        {k: v for k, v in ingested().items() if k != "tenant"},
+    ],
+)
+def test_the_fast_event_check_accepts_exactly_what_the_reference_validator_accepts(event):
+    assert event_check(INGESTED).is_valid(event) == event_validator(INGESTED).is_valid(event)
 
 
 def test_the_normalized_contract_is_valid_2020_12_and_carries_no_pii_fields():
