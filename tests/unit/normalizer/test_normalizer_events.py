@@ -64,6 +64,9 @@ def test_an_invalid_event_is_schema_invalid_poison_without_its_values(value):
         ingested(line=None),
         ingested(event_id=uuid.uuid4().hex),  # a UUID without its hyphens is off the format
         ingested(event_id="{" + str(uuid.uuid4()) + "}"),
+        ingested(event_id=str(uuid.uuid4()).upper()),
+        ingested(record_id="12345678-1234-1234-1234-1234-56789012"),  # the reference checker takes it
+        ingested(record_id="12345678-1234-1234-1234-12345678901g"),
         ingested(received_at="not a time"),  # date-time is not checked by the reference validator
         ingested(line="3"),
         ingested(object={"bucket": "b"}),
