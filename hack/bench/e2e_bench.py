@@ -37,6 +37,11 @@ FAMILY = ["Lovelace", "Hopper", "Turing", "Dijkstra", "Liskov", "Knuth", "Allen"
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 SAMPLE_EVERY = 0.5
+SAMPLING = {
+    "1%": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"},
+    "100%": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
+}
+"""The services' trace sampling (inherited through `make dev`'s environment)."""
 COUNTS = (
     "query($since: DateTime!, $until: DateTime!) { recordCounts(bucket: DAY, since: $since, until: $until) { count } }"
 )
@@ -336,7 +341,8 @@ async def run(args: argparse.Namespace, stack: Stack, work: Path) -> None:
     print(f"data: {args.records} Synthea-shaped FHIR resources per phase ({size / 2**20:.0f} MiB), seed {args.seed}")
     stack.dev("dev-up")
     stack.env |= stack.exports()
-    print(f"stack: {stack.state} (fsync on), load average {os.getloadavg()[0]:.1f} at start")
+    print(f"stack: {stack.state} (fsync on, {args.sampling} of traces kept), "
+          f"load average {os.getloadavg()[0]:.1f} at start")  # fmt: skip
     probe = Probe(stack.env)
     await probe.start()
     try:
@@ -375,11 +381,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--timeout", type=float, default=1800, help="Longest wait for a phase, seconds.")
     parser.add_argument("--profile", action="store_true", help="The normalizer alone under pyinstrument.")
+    parser.add_argument(
+        "--sampling",
+        choices=sorted(SAMPLING),
+        default="1%",
+        help="Traces kept (1%%: production's setting, docs/observability.md; 100%%: `make dev`'s).",
+    )
     parser.add_argument("--keep", action="store_true", help="Leave the stack running (then `make down`).")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-e2e-"))
     state = Path(os.environ.get("EXCHANGE_DEV_DIR") or work / "dev")
-    env = {**os.environ, "EXCHANGE_DEV_DIR": str(state),
+    env = {**os.environ, "EXCHANGE_DEV_DIR": str(state), **SAMPLING[args.sampling],
            "EXCHANGE_DEV_PORT_BASE": os.environ.get("EXCHANGE_DEV_PORT_BASE", "21000")}  # fmt: skip
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the stack on the way out
     with (work / "bench.log").open("ab") as log:
