@@ -85,22 +85,43 @@ class Worker:
         self._lag_partitions: set[tuple[str, str]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            batch = await self.consumer.getmany(timeout_ms=500, max_records=self.settings.normalizer_batch)
-            if batch:
-                started = time.perf_counter()
-                await self.handle(batch)
-                self.metrics.batch_seconds.observe(time.perf_counter() - started)
-            await self._observe_lag()
+        """Two batches in flight: the next one is read, mapped and tokenized while the one before
+        is written; writes and offset commits stay one batch after the other, in order."""
+        previous: asyncio.Task[None] | None = None
+        try:
+            while not stop.is_set():
+                batch = await self.consumer.getmany(timeout_ms=500, max_records=self.settings.normalizer_batch)
+                if batch:
+                    previous, waiting = asyncio.create_task(self._timed(batch, previous)), previous
+                    if waiting is not None:
+                        await waiting
+                elif previous is not None and previous.done():
+                    done: asyncio.Task[None] = previous
+                    previous = None
+                    await done
+                await self._observe_lag()
+            if previous is not None:
+                await previous
+        finally:
+            if previous is not None and not previous.done():
+                previous.cancel()
+                with contextlib.suppress(asyncio.CancelledError, _Abandoned):
+                    await previous
 
-    async def handle(self, batch: Batch) -> None:
-        """Process one batch until it succeeds (transient failures wait), then commit its offsets."""
+    async def _timed(self, batch: Batch, after: asyncio.Task[None] | None) -> None:
+        started = time.perf_counter()
+        await self.handle(batch, after)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+
+    async def handle(self, batch: Batch, after: asyncio.Task[None] | None = None) -> None:
+        """Process one batch until it succeeds (transient failures wait), then commit its offsets;
+        its write waits for `after` (the batch before) to be written and committed."""
         messages = [
             Message(r.topic, r.partition, r.offset, r.key, r.value, r.headers)
             for records in batch.values()
             for r in records
         ]
-        paused = await self._retrying(lambda: self._process(messages))
+        paused = await self._retrying(lambda: self._process(messages, after))
         await self._retrying(lambda: self._commit(batch))
         if paused[0]:
             self.consumer.resume(*self.consumer.assignment())
@@ -108,10 +129,15 @@ class Worker:
             log.info("normalizer_resumed")
         self.relay.wake.set()
 
-    async def _process(self, messages: list[Message]) -> None:
+    async def _process(self, messages: list[Message], after: asyncio.Task[None] | None = None) -> None:
         with bind_correlation_id(), _consume_spans(messages):
             seen = await self._db(lambda conn: conn.fetch(_SEEN, [_event_id(m) for m in messages if _event_id(m)]))
             prepared = await self.pipeline.prepare(messages, {r["event_id"] for r in seen})
+            if after is not None:
+                await asyncio.wait([after])
+                if after.cancelled() or after.exception() is not None:
+                    # Committing this batch's offsets would skip the unwritten one before it.
+                    raise _Abandoned
             fresh = await self._write(prepared.outcomes, prepared.poison, messages)
             await self._dead_letter(prepared.poison)
             raw_only = sum(1 for o in fresh if o.mapped.raw_only)
@@ -301,6 +327,11 @@ def _consume_spans(messages: list[Message]) -> Iterator[None]:
 
 class _RowsRejected(Exception):
     """Postgres refused a value of the batch (not transient)."""
+
+
+class _Abandoned(Exception):
+    """The batch before failed for good: this one is not written either (the run loop raises
+    the first one's error; both are redelivered after a restart)."""
 
 
 async def _in_tx(conn: asyncpg.Connection, fn: Callable[[], Awaitable[T]]) -> T:
