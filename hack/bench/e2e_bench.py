@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from exchange_devtools.engines.base import free_port
 from exchange_devtools.testdata import SYNTHEA_DIR as SYNTHEA
@@ -220,9 +221,15 @@ class Probe:
     async def offsets(self) -> tuple[int, int]:
         """(records in the topic, records the normalizer group has committed)."""
         if not self.partitions:  # the topic may appear with the first event
-            await self.consumer.topics()  # fetches the metadata partitions_for_topic reads
-            found = self.consumer.partitions_for_topic(TOPIC) or set()
-            self.partitions = [TopicPartition(TOPIC, p) for p in sorted(found)]
+            # Asked of the broker: a consumer subscribed to nothing knows no topic's partitions.
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.env["KAFKA_BOOTSTRAP_SERVERS"])
+            await admin.start()
+            try:
+                (topic,) = await admin.describe_topics([TOPIC])
+            finally:
+                await admin.close()
+            found = sorted(p["partition"] for p in topic["partitions"])
+            self.partitions = [TopicPartition(TOPIC, p) for p in found]
         ends = await self.consumer.end_offsets(self.partitions)
         committed = [await self.consumer.committed(tp) or 0 for tp in self.partitions]
         return sum(ends.values()), sum(committed)
