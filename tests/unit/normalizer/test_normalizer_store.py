@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
+
+import asyncpg
+import orjson
+import pytest
 
 from exchange.normalizer.model import Mapped, Outcome, Row
-from exchange.normalizer.store import _group, upsert_sql
+from exchange.normalizer.store import _group, _json_default, upsert_sql
 
 
 def test_an_upsert_only_touches_a_row_whose_values_change():
@@ -35,3 +40,13 @@ def test_rows_are_grouped_in_foreign_key_order_with_placeholders_first():
     assert record_id in observation and "acme" in observation  # the writer adds tenant and record id
     (link,) = rows[groups[1]]
     assert record_id not in link  # a link row does not claim the record
+
+
+def test_a_group_goes_to_postgres_as_one_json_array_with_exact_numbers():
+    sql = upsert_sql("observations", ("id", "value_num", "tenant"), True)
+    assert "FROM jsonb_populate_recordset(NULL::canonical.observations, $1::text::jsonb)" in sql
+    record_id = asyncpg.pgproto.pgproto.UUID(str(uuid.uuid4()))  # what asyncpg hands back
+    text = orjson.dumps([{"value_num": Decimal("170.20"), "record_id": record_id}], default=_json_default)
+    assert orjson.loads(text) == [{"value_num": "170.20", "record_id": str(record_id)}]
+    with pytest.raises(TypeError):
+        orjson.dumps([object()], default=_json_default)
